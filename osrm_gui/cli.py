@@ -1,0 +1,356 @@
+"""``osrm`` — every action of the app, headless. A thin layer over ``osrm_gui.core``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from . import __version__  # noqa: E402
+from .core.errors import OsrmError  # noqa: E402
+
+EXAMPLES = """\
+examples:
+  osrm demo run                                   merge the built-in demo adapters and print per-task metrics
+  osrm info resources/demo/adapters/*             what the adapters are, and whether they fit the base
+  osrm train --task demo:word-topic --out my-adapter --steps 300
+  osrm merge ADAPTER1 ADAPTER2 --method ties --param density=0.5 --lambda 1.0
+  osrm export ADAPTER1 ADAPTER2 --kind full --out merged-models
+  osrm merge --recipe merged.recipe.json          replay a saved merge
+"""
+
+
+def _progress(generator, desc: str, quiet: bool = False):
+    """Drive a core job generator with a progress bar per stage; return its result."""
+    from tqdm import tqdm
+
+    bar = None
+    stage = None
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as stop:
+                return stop.value
+            if quiet:
+                continue
+            if event.stage != stage:
+                if bar is not None:
+                    bar.close()
+                stage = event.stage
+                bar = tqdm(total=event.total, desc=f"{desc} {stage}".strip(), unit="", leave=False, file=sys.stderr, dynamic_ncols=True)
+            bar.total = event.total
+            bar.n = event.done
+            if event.message:
+                bar.set_postfix_str(event.message, refresh=False)
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+        generator.close()
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(nothing)"
+    columns = columns or list(rows[0])
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+# -- argument groups ----------------------------------------------------------
+def _add_base(p):
+    g = p.add_argument_group("base model")
+    g.add_argument("--base", metavar="PATH", help="local Hugging Face model folder (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 …")
+    g.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the folder to run (off by default)")
+
+
+def _add_tasks(p):
+    g = p.add_argument_group("evaluation data")
+    g.add_argument("--task", action="append", metavar="SPEC", help="demo:NAME or PATH[@text=COL,pair=COL,label=COL,name=NAME,metric=M]; repeat per task "
+                   "(default: the tasks recorded in the adapters)")
+    g.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    g.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each task")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--max-length", type=int, default=128)
+
+
+def _add_merge(p):
+    g = p.add_argument_group("merge")
+    g.add_argument("adapters", nargs="*", metavar="ADAPTER", help="PEFT LoRA adapter folders")
+    g.add_argument("--method", default="task_arithmetic", help="merge method (see `osrm methods`)")
+    g.add_argument("--coef", type=float, nargs="+", metavar="C", help="one coefficient per adapter (default 1.0 each)")
+    g.add_argument("--lambda", dest="lam", type=float, default=1.0, help="global scale λ of the merged update (default 1.0)")
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, e.g. density=0.5; repeatable")
+    g.add_argument("--seed", type=int, default=0, help="seed of random methods (DARE)")
+    g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
+
+
+def _spec_from(args):
+    from .core.merging import MergeSpec
+
+    params = {}
+    for item in args.param:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise OsrmError(f"--param {item!r}: expected NAME=VALUE")
+        params[key] = value
+    return MergeSpec(args.method, args.coef, args.lam, params, args.seed)
+
+
+def _workspace_and_spec(args, need_tasks=True):
+    from .core.export import read_recipe
+    from .core.workspace import open_workspace
+
+    if args.recipe:
+        recipe, adapters, spec = read_recipe(args.recipe)
+        base_path = args.base or (None if recipe["base"].get("embedded") else recipe["base"]["path"])
+        paths = [a.path for a in adapters]
+    else:
+        if not args.adapters:
+            raise OsrmError("no adapters given (name adapter folders, or --recipe FILE)")
+        base_path, paths, spec = args.base, args.adapters, _spec_from(args)
+    ws = open_workspace(base_path, paths, getattr(args, "task", None), args.device, args.dtype, args.trust_remote_code, need_tasks)
+    if args.recipe and ws.base.fingerprint != recipe["base"]["fingerprint"]:
+        print(f"warning: base {ws.base.path} differs from the recipe's ({recipe['base']['name']})", file=sys.stderr)
+    for warning in ws.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return ws, spec
+
+
+def _merge(ws, spec, quiet=False):
+    from .core.merging import merge_adapters
+
+    return _progress(merge_adapters(ws.adapters, spec, ws.base.device), "merge", quiet)
+
+
+def _score_rows(ws, merged_scores, single_scores=None):
+    rows = []
+    for task in ws.tasks:
+        row = {"task": task.name, "metric": task.metric, "n": merged_scores[task.name]["n"]}
+        if single_scores:
+            row["single"] = single_scores[task.name]["metric"]
+        row["merged"] = merged_scores[task.name]["metric"]
+        if single_scores and single_scores[task.name]["metric"]:
+            row["normalised"] = row["merged"] / single_scores[task.name]["metric"]
+        rows.append(row)
+    average = {"task": "average", "metric": "", "n": sum(r["n"] for r in rows)}
+    for key in ("single", "merged", "normalised"):
+        if key in rows[0]:
+            average[key] = sum(r[key] for r in rows) / len(rows)
+    return rows + [average]
+
+
+# -- commands ------------------------------------------------------------------
+def cmd_info(args):
+    from .core.adapters import load_adapter
+    from .core.merging import validate_all
+    from .core.models import load_base
+    from .core.device import describe_device
+
+    adapters = [load_adapter(p) for p in args.adapters]
+    base = load_base(args.base, args.device, args.dtype, args.trust_remote_code)
+    print(f"base: {base.name}  ({base.model_type}, {base.parameter_count() / 1e6:.1f}M parameters, {base.dtype}, {describe_device(base.device)})")
+    print(f"      {base.path}")
+    print(f"      default LoRA targets: {','.join(base.default_targets)}; head: {base.head_name}")
+    for warning in validate_all(base, adapters):
+        print(f"warning: {warning}", file=sys.stderr)
+    if adapters:
+        print()
+        print(_table([{k: v for k, v in a.summary().items() if k != "path"} for a in adapters]))
+    return 0
+
+
+def cmd_methods(args):
+    from .core.merge import METHODS
+
+    for method in METHODS.values():
+        print(f"{method.name}  — {method.label}")
+        print(f"    {method.doc}")
+        for p in method.params:
+            bounds = f" one of {'/'.join(p.choices)}" if p.choices else (f" in [{p.minimum}, {p.maximum}]" if p.minimum is not None or p.maximum is not None else "")
+            print(f"    --param {p.name}=… (default {p.default}{bounds}): {p.doc}")
+    return 0
+
+
+def cmd_train(args):
+    from .core.tasks import resolve_task
+    from .core.training import TrainSettings, train_adapter
+
+    task = resolve_task(args.task)
+    settings = TrainSettings(
+        rank=args.rank, alpha=args.alpha, targets=args.targets.split(",") if args.targets else None, dropout=args.dropout,
+        lr=args.lr, steps=None if args.epochs and not args.steps else (args.steps or 300), epochs=args.epochs,
+        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, warmup=args.warmup, init=args.init,
+        freeze_a=args.freeze_a, freeze_b=args.freeze_b, a_lr_multiplier=args.a_lr_multiplier, use_rslora=args.rslora,
+    )
+    result = _progress(train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force), f"train {task.name}")
+    print(f"saved {result.path}  ({result.steps} steps, final loss {result.final_loss:.4f}, {result.seconds:.1f} s)")
+    return 0
+
+
+def cmd_merge(args):
+    ws, spec = _workspace_and_spec(args, need_tasks=not args.no_eval)
+    merged = _merge(ws, spec)
+    error = merged.truncation_error()
+    print(f"merged {len(ws.adapters)} adapters with {merged.spec.method} (λ={merged.spec.lam}, coefficients {merged.spec.coefficients}, "
+          f"params {merged.spec.params}) over {len(merged.layers)} layers" + (f"; worst relative truncation error {error:.4f}" if error is not None else ""))
+    if args.save_recipe:
+        from .core.export import build_recipe, write_recipe
+
+        write_recipe(build_recipe(ws.base, ws.adapters, merged.spec), args.save_recipe, args.force)
+        print(f"recipe written to {args.save_recipe}")
+    if args.no_eval:
+        return 0
+    scores = _progress(ws.evaluate(merged, args.split, args.limit, args.batch_size, args.max_length), "eval")
+    single = _progress(ws.evaluate_single(args.split, args.limit, args.batch_size, args.max_length), "single") if args.single else None
+    print()
+    print(_table(_score_rows(ws, scores, single)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"spec": merged.spec.to_dict(), "scores": scores, "single": single}, indent=2))
+    return 0
+
+
+def cmd_eval(args):
+    from .core.workspace import open_workspace
+
+    ws = open_workspace(args.base, args.adapters, args.task, args.device, args.dtype, args.trust_remote_code)
+    single = _progress(ws.evaluate_single(args.split, args.limit, args.batch_size, args.max_length), "single")
+    floor = _progress(ws.evaluate(None, args.split, args.limit, args.batch_size, args.max_length), "heads on bare base")
+    rows = [{"task": t.name, "metric": t.metric, "n": single[t.name]["n"], "adapter": ws.pairs[t.name].name,
+             "adapter alone": single[t.name]["metric"], "head on bare base": floor[t.name]["metric"]} for t in ws.tasks]
+    print(_table(rows))
+    return 0
+
+
+def cmd_export(args):
+    from .core.export import build_recipe, export_full_models, export_peft_adapters, write_recipe
+
+    ws, spec = _workspace_and_spec(args, need_tasks=args.kind != "recipe")
+    if args.kind == "recipe":
+        path = write_recipe(build_recipe(ws.base, ws.adapters, spec), args.out, args.force)
+        print(f"recipe written to {path}")
+        return 0
+    merged = _merge(ws, spec)
+    if args.kind == "full":
+        out = _progress(export_full_models(ws.base, merged, ws.pairs, ws.tasks, args.out, args.force), "export")
+        print(f"wrote one transformers model per task to {out}/ ({', '.join(t.name for t in ws.tasks)})")
+    else:
+        error = _progress(export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, args.out, args.rank, args.force), "export")
+        print(f"wrote one PEFT adapter per task to {args.out}/; worst relative truncation error {error:.4g}")
+    return 0
+
+
+def cmd_demo(args):
+    from . import demo
+
+    return demo.main(args, _progress, _table, _score_rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="osrm", description="Merge LoRA adapters headless: inspect, train, merge, evaluate, export.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"osrm-gui {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="summarise the base model and adapters, and check they fit")
+    p.add_argument("adapters", nargs="*", metavar="ADAPTER")
+    _add_base(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("methods", help="list the merge methods and their parameters")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter (and the task's head) on one task")
+    p.add_argument("--task", required=True, metavar="SPEC", help="demo:NAME or PATH[@text=COL,label=COL,...]")
+    p.add_argument("--out", required=True, help="adapter folder to write (PEFT format)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    from .core.training import INITIALISERS, TrainSettings
+
+    d = TrainSettings()
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--targets", help="comma-separated module names (default per architecture, e.g. query,value for BERT)")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps} unless --epochs)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps with linear warm-up")
+    p.add_argument("--init", default=d.init, choices=list(INITIALISERS))
+    p.add_argument("--freeze-a", action="store_true", help="keep lora_A at its initial value")
+    p.add_argument("--freeze-b", action="store_true", help="keep lora_B at its initial value (with B=0: a head-only probe)")
+    p.add_argument("--a-lr-multiplier", type=float, default=1.0, help="learning rate of lora_A relative to --lr")
+    p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(r)")
+    _add_base(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("merge", help="merge adapters and score every task through its own head")
+    _add_merge(p)
+    _add_tasks(p)
+    _add_base(p)
+    p.add_argument("--single", action="store_true", help="also score each adapter alone (single-task reference)")
+    p.add_argument("--no-eval", action="store_true", help="merge only")
+    p.add_argument("--save-recipe", metavar="FILE", help="write the merge as a replayable recipe")
+    p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing recipe file")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("eval", help="score each adapter alone, and each head on the bare base (the floor)")
+    p.add_argument("adapters", nargs="+", metavar="ADAPTER")
+    _add_tasks(p)
+    _add_base(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a merge: full models, PEFT adapters, or a recipe")
+    _add_merge(p)
+    _add_tasks(p)
+    _add_base(p)
+    p.add_argument("--kind", choices=["full", "adapter", "recipe"], default="full",
+                   help="full: a transformers model folder per task; adapter: a PEFT adapter per task; recipe: JSON to replay")
+    p.add_argument("--out", required=True, help="folder (full/adapter) or file (recipe) to write")
+    p.add_argument("--rank", type=int, help="adapter export: SVD-compress to this rank (needed for dense methods like TIES)")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_export)
+
+    from . import demo
+
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OsrmError as exc:
+        print(f"osrm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("osrm: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

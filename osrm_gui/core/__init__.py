@@ -1,0 +1,1 @@
+"""Headless core of osrm-gui. Nothing under this package may import Qt."""

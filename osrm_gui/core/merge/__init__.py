@@ -1,0 +1,47 @@
+"""Merge methods: one module per method, collected in the :data:`METHODS` registry.
+
+Every method merges one layer at a time from its LoRA factors (see
+:mod:`.base`); :func:`.engine.merge_layers` drives them over a whole model.
+"""
+
+from __future__ import annotations
+
+from . import concat, dare, linear, magnitude_prune, svd, task_arithmetic, ties
+from .base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
+from .engine import fidelity, layer_seed, merge_layers
+
+METHODS: dict[str, MergeMethod] = {
+    m.name: m
+    for m in (
+        linear.METHOD,
+        task_arithmetic.METHOD,
+        ties.METHOD,
+        dare.DARE_LINEAR,
+        dare.DARE_TIES,
+        magnitude_prune.METHOD,
+        concat.METHOD,
+        svd.METHOD,
+    )
+}
+
+
+def get_method(name: str) -> MergeMethod:
+    """The registered method called ``name``; ValueError listing the valid names otherwise."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown merge method {name!r}; valid: {', '.join(METHODS)}") from None
+
+
+__all__ = [
+    "METHODS",
+    "get_method",
+    "merge_layers",
+    "fidelity",
+    "layer_seed",
+    "LayerContext",
+    "LayerResult",
+    "LoraDelta",
+    "MergeMethod",
+    "Param",
+]

@@ -1,0 +1,108 @@
+"""A merge of loaded adapters into a base: the spec a user chose, the layer-by-layer
+computation through the merge engine, and installing the result in the model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Generator
+
+import torch
+from torch import nn
+
+from .adapters import Adapter, validate_adapter
+from .errors import OsrmError
+from .merge import get_method
+from .merge.base import LayerResult
+from .merge.engine import merge_layers
+from .models import BaseModel
+from .progress import Progress
+from .tasks import Task
+
+
+@dataclass
+class MergeSpec:
+    method: str = "task_arithmetic"
+    coefficients: list[float] | None = None  # None: 1.0 per adapter
+    lam: float = 1.0
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def resolved(self, n_adapters: int) -> "MergeSpec":
+        try:
+            method = get_method(self.method)
+        except ValueError as exc:
+            raise OsrmError(str(exc)) from None
+        coefficients = list(self.coefficients) if self.coefficients is not None else [1.0] * n_adapters
+        if len(coefficients) != n_adapters:
+            raise OsrmError(f"{len(coefficients)} coefficients given for {n_adapters} adapters")
+        try:
+            params = method.resolve_params(self.params)
+        except ValueError as exc:
+            raise OsrmError(str(exc)) from None
+        return MergeSpec(method.name, [float(c) for c in coefficients], float(self.lam), params, int(self.seed))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MergedState:
+    spec: MergeSpec
+    layers: dict[str, LayerResult]
+
+    @property
+    def low_rank(self) -> bool:
+        return all(r.A is not None for r in self.layers.values())
+
+    def dense_deltas(self) -> dict[str, torch.Tensor]:
+        return {name: result.dense() for name, result in self.layers.items()}
+
+    def truncation_error(self) -> float | None:
+        """Overall relative error of a compressing method (None when exact)."""
+        errors = [r.truncation_error for r in self.layers.values() if r.truncation_error is not None]
+        return max(errors) if errors else None
+
+
+def merge_adapters(adapters: list[Adapter], spec: MergeSpec, device: torch.device | str = "cpu") -> Generator[Progress, None, MergedState]:
+    if not adapters:
+        raise OsrmError("no adapters to merge")
+    spec = spec.resolved(len(adapters))
+    method = get_method(spec.method)
+    names = sorted({name for adapter in adapters for name in adapter.layers})
+    layers: dict[str, LayerResult] = {}
+    try:
+        for done, (name, result) in enumerate(
+            merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device), 1
+        ):
+            layers[name] = result
+            yield Progress("merge", done, len(names), name)
+    except ValueError as exc:
+        raise OsrmError(str(exc)) from None
+    return MergedState(spec, layers)
+
+
+def pair_tasks(adapters: list[Adapter], tasks: list[Task]) -> dict[str, Adapter]:
+    """Which adapter's head serves which task: by the task the adapter records, else by order."""
+    by_name = {a.task: a for a in adapters if a.task}
+    pairs: dict[str, Adapter] = {}
+    for i, task in enumerate(tasks):
+        adapter = by_name.get(task.name) or (adapters[i] if i < len(adapters) and not adapters[i].task else None)
+        if adapter is None:
+            raise OsrmError(f"no adapter for task {task.name!r} (adapters are for: {', '.join(a.task or a.name for a in adapters)})")
+        if not adapter.head:
+            raise OsrmError(f"{adapter.path}: has no task head (modules_to_save), so task {task.name!r} cannot be scored")
+        if adapter.num_labels != task.num_labels:
+            raise OsrmError(f"{adapter.path}: its head has {adapter.num_labels} outputs, task {task.name!r} has {task.num_labels} labels")
+        pairs[task.name] = adapter
+    return pairs
+
+
+def task_heads(base: BaseModel, pairs: dict[str, Adapter]) -> dict[str, nn.Module]:
+    return {task: base.build_head(adapter.head) for task, adapter in pairs.items()}
+
+
+def validate_all(base: BaseModel, adapters: list[Adapter]) -> list[str]:
+    warnings: list[str] = []
+    for adapter in adapters:
+        warnings += validate_adapter(adapter, base)
+    return warnings

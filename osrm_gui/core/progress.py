@@ -1,0 +1,26 @@
+"""Plain events that long-running core generators yield (never tensors or widgets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # e.g. "merge", "eval:topic", "train"
+    done: int
+    total: int
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+def run_to_end(generator):
+    """Drain a job generator and return its result (for callers that do not show progress)."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value

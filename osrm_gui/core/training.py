@@ -1,0 +1,209 @@
+"""LoRA fine-tuning of one task (adapter + the task's head) as a generator:
+it yields progress, returns where the adapter went, and stops cleanly when the
+consumer closes it (nothing half-written is left)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Generator
+
+import numpy as np
+import torch
+
+from .adapters import CONFIG_FILE, METADATA_FILE
+from .atomic import atomic_dir
+from .errors import OsrmError
+from .evaluation import EncodedSplit, encode_split, iter_batches
+from .models import load_base
+from .progress import Progress
+from .tasks import Task
+
+
+@dataclass
+class TrainSettings:
+    rank: int = 8
+    alpha: float = 16.0
+    targets: list[str] | None = None  # None: the architecture's default (query,value for BERT)
+    dropout: float = 0.0
+    lr: float = 2e-3
+    steps: int | None = 300  # wins over epochs when both are given
+    epochs: float | None = None
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+    warmup: float = 0.06  # fraction of the steps
+    weight_decay: float = 0.0
+    init: str = "peft-default"
+    freeze_a: bool = False
+    freeze_b: bool = False
+    a_lr_multiplier: float = 1.0
+    use_rslora: bool = False
+
+    def total_steps(self, n_train: int) -> int:
+        if self.steps:
+            return int(self.steps)
+        epochs = self.epochs or 1.0
+        return max(1, math.ceil(epochs * n_train / self.batch_size))
+
+
+@dataclass(frozen=True)
+class TrainProgress(Progress):
+    loss: float = float("nan")  # this step's loss
+    smoothed_loss: float = float("nan")  # exponential moving average, for display
+    examples_per_s: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    steps: int
+    final_loss: float
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Initialiser:
+    """How a new adapter's A and B start. ``peft_init`` goes to LoraConfig;
+    ``after_create(peft_model, task, settings)`` may then overwrite the weights."""
+
+    name: str
+    doc: str
+    peft_init: bool | str = True
+    after_create: Callable | None = None
+
+
+INITIALISERS: dict[str, Initialiser] = {}
+
+
+def register_init(init: Initialiser) -> None:
+    INITIALISERS[init.name] = init
+
+
+register_init(Initialiser("peft-default", "peft's default: Kaiming-uniform A, B = 0", True))
+register_init(Initialiser("gaussian", "peft's Gaussian: A ~ N(0, 1/r), B = 0", "gaussian"))
+
+
+def _lora_params(model, part: str):
+    return [p for n, p in model.named_parameters() if f".{part}." in n]
+
+
+def train_adapter(
+    base_path: str | Path | None,
+    task: Task,
+    out_dir: str | Path,
+    settings: TrainSettings | None = None,
+    device: str | None = None,
+    force: bool = False,
+) -> Generator[TrainProgress, None, TrainResult]:
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    settings = settings or TrainSettings()
+    if settings.init not in INITIALISERS:
+        raise OsrmError(f"unknown init {settings.init!r}; choose one of {', '.join(INITIALISERS)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise OsrmError(f"{out_dir}: already exists; pass --force to replace it")
+    train = task.split("train")
+    if len(train) == 0:
+        raise OsrmError(f"task {task.name!r} has no training examples")
+    init = INITIALISERS[settings.init]
+
+    base = load_base(base_path, device=device, dtype="float32", num_labels=task.num_labels)
+    targets = settings.targets or base.default_targets
+    missing = [t for t in targets if not any(n.rsplit(".", 1)[-1] == t for n in base.linear_modules())]
+    if missing:
+        raise OsrmError(f"target module(s) {', '.join(missing)} not found in {base.name}; its linear layers end in {', '.join(sorted({n.rsplit('.', 1)[-1] for n in base.linear_modules()}))}")
+    torch.manual_seed(settings.seed)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        target_modules=targets,
+        lora_dropout=settings.dropout,
+        init_lora_weights=init.peft_init,
+        use_rslora=settings.use_rslora,
+    )
+    model = get_peft_model(base.model, config)
+    if init.after_create is not None:
+        init.after_create(model, task, settings)
+    for part, frozen in (("lora_A", settings.freeze_a), ("lora_B", settings.freeze_b)):
+        for p in _lora_params(model, part):
+            p.requires_grad_(not frozen)
+    groups = [
+        {"params": [p for p in _lora_params(model, "lora_A") if p.requires_grad], "lr": settings.lr * settings.a_lr_multiplier},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and ".lora_A." not in n], "lr": settings.lr},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
+    total = settings.total_steps(len(train))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup * total), total)
+    encoded = encode_split(base.tokenizer, train, settings.max_length)
+    loss_fn = torch.nn.MSELoss() if task.is_regression else torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(settings.seed)
+    pad_id = base.tokenizer.pad_token_id or 0
+
+    model.train()
+    started = time.perf_counter()
+    smoothed = float("nan")
+    step = 0
+    while step < total:
+        for inputs, labels in _shuffled_batches(encoded, settings.batch_size, pad_id, base.device, rng):
+            logits = model(**inputs).logits
+            if task.is_regression:
+                loss = loss_fn(logits[:, 0], labels.float())
+            else:
+                loss = loss_fn(logits, labels)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            value = float(loss.detach())
+            smoothed = value if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * value
+            elapsed = time.perf_counter() - started
+            yield TrainProgress("train", step, total, f"loss {smoothed:.4f}", value, smoothed, step * settings.batch_size / elapsed)
+            if step >= total:
+                break
+    model.eval()
+    if not math.isfinite(smoothed):
+        raise OsrmError(f"training {task.name!r} diverged (loss {smoothed}); lower the learning rate")
+
+    with atomic_dir(out_dir, force=force) as tmp:
+        model.save_pretrained(tmp)
+        config_path = tmp / CONFIG_FILE
+        saved = json.loads(config_path.read_text())
+        saved["base_model_name_or_path"] = base.name  # a portable name, not this machine's path
+        config_path.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        metadata = {
+            "name": out_dir.name,
+            "task": task.name,
+            "task_spec": task.extra.get("spec"),
+            "label_names": task.label_names,
+            "metric": task.metric,
+            "init": settings.init,
+            "base": base.name,
+            "base_fingerprint": base.fingerprint,
+            "task_hash": task.content_hash(),
+            "settings": {**asdict(settings), "targets": targets},
+            "train": {"steps": step, "final_loss": smoothed, "seconds": round(time.perf_counter() - started, 2)},
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    return TrainResult(out_dir, step, smoothed, time.perf_counter() - started, metadata["settings"])
+
+
+def _shuffled_batches(encoded: EncodedSplit, batch_size: int, pad_id: int, device, rng):
+    perm = rng.permutation(len(encoded.input_ids))
+    shuffled = EncodedSplit(
+        [encoded.input_ids[i] for i in perm],
+        [encoded.token_type_ids[i] for i in perm] if encoded.token_type_ids is not None else None,
+        perm,
+        encoded.labels[perm],
+    )
+    for start, inputs in iter_batches(shuffled, batch_size, pad_id, device):
+        labels = torch.as_tensor(shuffled.labels[start : start + batch_size]).to(device)
+        yield inputs, labels
