@@ -11,6 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from . import __version__  # noqa: E402
+from .console import drive, format_table, score_rows  # noqa: E402
 from .core.errors import OsrmError  # noqa: E402
 
 EXAMPLES = """\
@@ -22,53 +23,6 @@ examples:
   osrm export ADAPTER1 ADAPTER2 --kind full --out merged-models
   osrm merge --recipe merged.recipe.json          replay a saved merge
 """
-
-
-def _progress(generator, desc: str, quiet: bool = False):
-    """Drive a core job generator with a progress bar per stage; return its result."""
-    from tqdm import tqdm
-
-    bar = None
-    stage = None
-    try:
-        while True:
-            try:
-                event = next(generator)
-            except StopIteration as stop:
-                return stop.value
-            if quiet:
-                continue
-            if event.stage != stage:
-                if bar is not None:
-                    bar.close()
-                stage = event.stage
-                bar = tqdm(total=event.total, desc=f"{desc} {stage}".strip(), unit="", leave=False, file=sys.stderr, dynamic_ncols=True)
-            bar.total = event.total
-            bar.n = event.done
-            if event.message:
-                bar.set_postfix_str(event.message, refresh=False)
-            bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
-        generator.close()
-
-
-def _table(rows: list[dict], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "(nothing)"
-    columns = columns or list(rows[0])
-
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return "" if value is None else str(value)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
 
 
 # -- argument groups ----------------------------------------------------------
@@ -136,24 +90,7 @@ def _workspace_and_spec(args, need_tasks=True):
 def _merge(ws, spec, quiet=False):
     from .core.merging import merge_adapters
 
-    return _progress(merge_adapters(ws.adapters, spec, ws.base.device), "merge", quiet)
-
-
-def _score_rows(ws, merged_scores, single_scores=None):
-    rows = []
-    for task in ws.tasks:
-        row = {"task": task.name, "metric": task.metric, "n": merged_scores[task.name]["n"]}
-        if single_scores:
-            row["single"] = single_scores[task.name]["metric"]
-        row["merged"] = merged_scores[task.name]["metric"]
-        if single_scores and single_scores[task.name]["metric"]:
-            row["normalised"] = row["merged"] / single_scores[task.name]["metric"]
-        rows.append(row)
-    average = {"task": "average", "metric": "", "n": sum(r["n"] for r in rows)}
-    for key in ("single", "merged", "normalised"):
-        if key in rows[0]:
-            average[key] = sum(r[key] for r in rows) / len(rows)
-    return rows + [average]
+    return drive(merge_adapters(ws.adapters, spec, ws.base.device), "merge", quiet)
 
 
 # -- commands ------------------------------------------------------------------
@@ -172,7 +109,7 @@ def cmd_info(args):
         print(f"warning: {warning}", file=sys.stderr)
     if adapters:
         print()
-        print(_table([{k: v for k, v in a.summary().items() if k != "path"} for a in adapters]))
+        print(format_table([{k: v for k, v in a.summary().items() if k != "path"} for a in adapters]))
     return 0
 
 
@@ -199,7 +136,7 @@ def cmd_train(args):
         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, warmup=args.warmup, init=args.init,
         freeze_a=args.freeze_a, freeze_b=args.freeze_b, a_lr_multiplier=args.a_lr_multiplier, use_rslora=args.rslora,
     )
-    result = _progress(train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force), f"train {task.name}")
+    result = drive(train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force), f"train {task.name}")
     print(f"saved {result.path}  ({result.steps} steps, final loss {result.final_loss:.4f}, {result.seconds:.1f} s)")
     return 0
 
@@ -217,10 +154,10 @@ def cmd_merge(args):
         print(f"recipe written to {args.save_recipe}")
     if args.no_eval:
         return 0
-    scores = _progress(ws.evaluate(merged, args.split, args.limit, args.batch_size, args.max_length), "eval")
-    single = _progress(ws.evaluate_single(args.split, args.limit, args.batch_size, args.max_length), "single") if args.single else None
+    scores = drive(ws.evaluate(merged, args.split, args.limit, args.batch_size, args.max_length), "eval")
+    single = drive(ws.evaluate_single(args.split, args.limit, args.batch_size, args.max_length), "single") if args.single else None
     print()
-    print(_table(_score_rows(ws, scores, single)))
+    print(format_table(score_rows(ws, scores, single)))
     if args.json:
         Path(args.json).write_text(json.dumps({"spec": merged.spec.to_dict(), "scores": scores, "single": single}, indent=2))
     return 0
@@ -230,11 +167,11 @@ def cmd_eval(args):
     from .core.workspace import open_workspace
 
     ws = open_workspace(args.base, args.adapters, args.task, args.device, args.dtype, args.trust_remote_code)
-    single = _progress(ws.evaluate_single(args.split, args.limit, args.batch_size, args.max_length), "single")
-    floor = _progress(ws.evaluate(None, args.split, args.limit, args.batch_size, args.max_length), "heads on bare base")
+    single = drive(ws.evaluate_single(args.split, args.limit, args.batch_size, args.max_length), "single")
+    floor = drive(ws.evaluate(None, args.split, args.limit, args.batch_size, args.max_length), "heads on bare base")
     rows = [{"task": t.name, "metric": t.metric, "n": single[t.name]["n"], "adapter": ws.pairs[t.name].name,
              "adapter alone": single[t.name]["metric"], "head on bare base": floor[t.name]["metric"]} for t in ws.tasks]
-    print(_table(rows))
+    print(format_table(rows))
     return 0
 
 
@@ -248,10 +185,10 @@ def cmd_export(args):
         return 0
     merged = _merge(ws, spec)
     if args.kind == "full":
-        out = _progress(export_full_models(ws.base, merged, ws.pairs, ws.tasks, args.out, args.force), "export")
+        out = drive(export_full_models(ws.base, merged, ws.pairs, ws.tasks, args.out, args.force), "export")
         print(f"wrote one transformers model per task to {out}/ ({', '.join(t.name for t in ws.tasks)})")
     else:
-        error = _progress(export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, args.out, args.rank, args.force), "export")
+        error = drive(export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, args.out, args.rank, args.force), "export")
         print(f"wrote one PEFT adapter per task to {args.out}/; worst relative truncation error {error:.4g}")
     return 0
 
@@ -259,7 +196,7 @@ def cmd_export(args):
 def cmd_demo(args):
     from . import demo
 
-    return demo.main(args, _progress, _table, _score_rows)
+    return demo.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

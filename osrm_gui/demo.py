@@ -1,0 +1,166 @@
+"""``osrm demo``: the built-in demo suite — list its tasks, build its adapters, run a merge on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from . import __version__
+from .console import drive, format_table, score_rows
+from .core.errors import OsrmError
+from .paths import demo_dir
+
+MANIFEST = "manifest.json"
+LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "max_length": 32, "warmup": 0.06}
+PROBE_LR = 5e-3  # the head alone needs a larger step to converge in the same number of steps
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def read_manifest(folder: Path | None = None) -> dict:
+    path = (folder or demo_dir()) / MANIFEST
+    if not path.is_file():
+        raise OsrmError(f"{path}: no demo manifest; build the demo adapters with `osrm demo build`")
+    return json.loads(path.read_text())
+
+
+def demo_adapter_paths(folder: Path | None = None) -> list[Path]:
+    folder = folder or demo_dir()
+    manifest = read_manifest(folder)
+    return [folder / entry["adapter"] for entry in manifest["tasks"].values()]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the built-in demo suite: list, build, run")
+    demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
+    q = demo_sub.add_parser("list", help="the demo tasks, their sizes and sources")
+    q.set_defaults(func=_run_demo)
+    q = demo_sub.add_parser("run", help="merge the demo adapters and print per-task metrics (what `make run` shows)")
+    q.add_argument("--method", default="task_arithmetic")
+    q.add_argument("--lambda", dest="lam", type=float, default=None, help="global λ (default: 1/number of adapters for task arithmetic, else 1)")
+    q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=_run_demo)
+    q = demo_sub.add_parser("build", help="train one adapter (and a head-only probe) per demo task and write the manifest")
+    q.add_argument("--out", type=Path, default=None, help="where to write (default: the bundled resources/demo)")
+    q.add_argument("--tasks", help="comma-separated subset of demo tasks")
+    q.add_argument("--steps", type=int, default=LORA["steps"])
+    q.add_argument("--seed", type=int, default=0, help="task i trains with seed+i, so no two adapters share an initial A")
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .cli import cmd_demo
+
+    return cmd_demo(args)
+
+
+def main(args) -> int:
+    from .core.demo_tasks import DEMO_TASKS, load_demo_task
+
+    if args.demo_command == "list":
+        rows = []
+        for name, spec in DEMO_TASKS.items():
+            task = load_demo_task(name)
+            rows.append({**task.summary(), "source": spec.source, "licence": spec.licence})
+        print(format_table(rows))
+        return 0
+    if args.demo_command == "build":
+        return build(args)
+    return run(args)
+
+
+def run(args) -> int:
+    from .cli import _spec_from
+    from .core.merging import merge_adapters
+    from .core.workspace import open_workspace
+
+    paths = demo_adapter_paths()
+    ws = open_workspace(None, paths, device=args.device)
+    lam = args.lam if args.lam is not None else (1.0 / len(paths) if args.method == "task_arithmetic" else 1.0)
+    args.coef, args.seed = None, 0
+    args.lam = lam
+    spec = _spec_from(args)
+    merged = drive(merge_adapters(ws.adapters, spec, ws.base.device), "merge")
+    single = drive(ws.evaluate_single(limit=args.limit), "single")
+    scores = drive(ws.evaluate(merged, limit=args.limit), "merged")
+    print(f"Demo suite: {len(ws.tasks)} tasks on {ws.base.name}; merge = {merged.spec.method}, λ = {lam:g}, params {merged.spec.params}")
+    print("single = each adapter alone; merged = one backbone for all tasks, each task through its own head\n")
+    print(format_table(score_rows(ws, scores, single)))
+    return 0
+
+
+def build(args) -> int:
+    from .core.demo_tasks import DEMO_TASKS, load_demo_task
+    from .core.training import TrainSettings, train_adapter
+    from .core.workspace import open_workspace
+
+    out = args.out or demo_dir()
+    names = args.tasks.split(",") if args.tasks else list(DEMO_TASKS)
+    unknown = [n for n in names if n not in DEMO_TASKS]
+    if unknown:
+        raise OsrmError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(DEMO_TASKS)}")
+    device = None if args.device == "auto" else args.device
+    scratch = out / ".build"
+    shutil.rmtree(scratch, ignore_errors=True)
+    entries = {}
+    started = time.time()
+    try:
+        for i, name in enumerate(names):
+            task = load_demo_task(name)
+            seed = args.seed + i
+            lora = TrainSettings(**{**LORA, "steps": args.steps, "seed": seed})
+            probe = TrainSettings(**{**LORA, "steps": args.steps, "seed": seed, "lr": PROBE_LR, "freeze_a": True, "freeze_b": True})
+            adapter_dir = scratch / "adapters" / name
+            trained = drive(train_adapter(None, task, adapter_dir, lora, device), f"{name} lora")
+            probed = drive(train_adapter(None, task, scratch / "probe" / name, probe, device), f"{name} probe")
+            ws = open_workspace(None, [adapter_dir, scratch / "probe" / name], [f"demo:{name}"] * 2, device=device, need_tasks=False)
+            scores = {}
+            for label, adapter in (("lora", ws.adapters[0]), ("probe", ws.adapters[1])):
+                ws.tasks, ws.pairs, ws._heads = [task], {task.name: adapter}, None
+                scores[label] = drive(ws.evaluate_single(), f"{name} eval {label}")[name]
+            entries[name] = {
+                "adapter": f"adapters/{name}",
+                "files": file_hashes(adapter_dir),
+                "task_hash": task.content_hash(),
+                "seed": seed,
+                "metric": task.metric,
+                "test": {"lora": scores["lora"]["metric"], "head_only_probe": scores["probe"]["metric"], "n": scores["lora"]["n"]},
+                "train_seconds": {"lora": round(trained.seconds, 1), "probe": round(probed.seconds, 1)},
+            }
+            print(f"{name}: LoRA {scores['lora']['metric']:.4f} vs head-only probe {scores['probe']['metric']:.4f} ({task.metric}, {scores['lora']['n']} test examples)")
+        manifest = {
+            "built_with": f"osrm-gui {__version__}",
+            "command": "osrm demo build" + (f" --steps {args.steps}" if args.steps != LORA["steps"] else "") + (f" --seed {args.seed}" if args.seed else ""),
+            "base": "all-MiniLM-L6-v2",
+            "lora": {**LORA, "steps": args.steps, "targets": ["query", "value"], "init": "peft-default"},
+            "probe": {"lr": PROBE_LR, "note": "same steps; LoRA A and B frozen with B = 0, so only the head trains"},
+            "seconds": round(time.time() - started, 1),
+            "tasks": entries,
+        }
+        (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(scratch / "probe")
+        _swap_in(scratch, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rows = [{"task": n, "metric": e["metric"], "LoRA": e["test"]["lora"], "head-only probe": e["test"]["head_only_probe"],
+             "gain": e["test"]["lora"] - e["test"]["head_only_probe"]} for n, e in entries.items()]
+    print(format_table(rows))
+    print(f"wrote {out / MANIFEST}")
+    return 0
+
+
+def _swap_in(scratch: Path, out: Path) -> None:
+    """Replace the previous demo set only once the whole new one is built."""
+    old_adapters = out / "adapters"
+    if old_adapters.exists():
+        shutil.rmtree(old_adapters)
+    (scratch / "adapters").rename(old_adapters)
+    (scratch / MANIFEST).replace(out / MANIFEST)

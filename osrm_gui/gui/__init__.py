@@ -1,0 +1,1 @@
+"""The Qt desktop app. Everything Qt lives under this package."""

@@ -1,0 +1,100 @@
+"""The ``osrm`` command line, driven in-process (and once as a real subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from osrm_gui.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for command in ("info", "methods", "train", "merge", "eval", "export", "demo"):
+        assert command in out
+
+
+def test_info(capsys, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "info", "--base", tiny_base_dir, *tiny_adapters)
+    assert code == 0, err
+    assert "bert" in out and "query,value" in out
+    assert "colour" in out and "animal" in out and "classifier (3 labels)" in out
+
+
+def test_methods(capsys):
+    code, out, _ = run(capsys, "methods")
+    assert code == 0 and "ties" in out and "density" in out and "rank" in out
+
+
+def test_merge_prints_a_table_and_saves_a_recipe(capsys, tmp_path, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "merge", "--base", tiny_base_dir, *tiny_adapters, "--method", "ties", "--param", "density=0.5",
+                         "--coef", "1", "0.5", "--single", "--save-recipe", tmp_path / "r.json", "--json", tmp_path / "s.json")
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("task"))
+    assert header.split() == ["task", "metric", "n", "single", "merged", "normalised"]
+    assert any(line.startswith("average") for line in lines)
+    recipe = json.loads((tmp_path / "r.json").read_text())
+    assert recipe["merge"]["method"] == "ties" and recipe["merge"]["coefficients"] == [1.0, 0.5]
+    scores = json.loads((tmp_path / "s.json").read_text())
+    code, out2, err = run(capsys, "merge", "--base", tiny_base_dir, "--recipe", tmp_path / "r.json", "--json", tmp_path / "s2.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s2.json").read_text())["scores"] == scores["scores"]
+
+
+def test_eval_shows_adapter_and_floor(capsys, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "eval", "--base", tiny_base_dir, *tiny_adapters)
+    assert code == 0, err
+    assert "adapter alone" in out and "head on bare base" in out
+
+
+@pytest.mark.parametrize("kind", ["full", "adapter", "recipe"])
+def test_export_kinds(capsys, tmp_path, tiny_base_dir, tiny_adapters, kind):
+    out_path = tmp_path / ("r.json" if kind == "recipe" else "out")
+    extra = ["--method", "concat"] if kind == "adapter" else []
+    code, out, err = run(capsys, "export", "--base", tiny_base_dir, *tiny_adapters, "--kind", kind, "--out", out_path, *extra)
+    assert code == 0, err
+    assert out_path.exists()
+    code, _, err = run(capsys, "export", "--base", tiny_base_dir, *tiny_adapters, "--kind", kind, "--out", out_path, *extra)
+    assert code == 2 and "already exists; pass --force" in err
+
+
+def test_bad_input_is_one_line_with_exit_2(capsys, tmp_path, tiny_base_dir):
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text("{oops")
+    code, out, err = run(capsys, "merge", "--base", tiny_base_dir, bad)
+    assert code == 2
+    assert err.strip().count("\n") == 0 and err.startswith("osrm: error: ") and "broken/adapter_config.json: corrupt JSON" in err
+    assert "Traceback" not in err
+
+
+def test_bad_method_and_param(capsys, tiny_base_dir, tiny_adapters):
+    code, _, err = run(capsys, "merge", "--base", tiny_base_dir, *tiny_adapters, "--method", "nope")
+    assert code == 2 and "unknown merge method 'nope'" in err
+    code, _, err = run(capsys, "merge", "--base", tiny_base_dir, *tiny_adapters, "--method", "ties", "--param", "density=3")
+    assert code == 2 and "density" in err
+    code, _, err = run(capsys, "merge", "--base", tiny_base_dir, *tiny_adapters, "--coef", "1")
+    assert code == 2 and "1 coefficients given for 2 adapters" in err
+
+
+def test_missing_base_folder(capsys, tmp_path, tiny_adapters):
+    code, _, err = run(capsys, "info", "--base", tmp_path / "nowhere")
+    assert code == 2 and "nowhere: base model folder not found" in err
+
+
+def test_console_script_runs(tmp_path):
+    """The installed entry point, as a user calls it."""
+    result = subprocess.run([sys.executable, "-m", "osrm_gui.cli", "merge", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("missing: adapter folder not found")
