@@ -23,7 +23,8 @@ def drive(generator, desc: str, quiet: bool = False):
                 if bar is not None:
                     bar.close()
                 stage = event.stage
-                bar = tqdm(total=event.total, desc=f"{desc} {stage}".strip(), unit="", leave=False, file=sys.stderr, dynamic_ncols=True)
+                bar = tqdm(total=event.total, desc=f"{desc} {stage}".strip(), unit="", leave=False, file=sys.stderr, dynamic_ncols=True,
+                           disable=None)  # no bars when stderr is not a terminal (logs, CI)
             bar.total = event.total
             bar.n = event.done
             if event.message:

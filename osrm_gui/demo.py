@@ -14,8 +14,7 @@ from .core.errors import OsrmError
 from .paths import demo_dir
 
 MANIFEST = "manifest.json"
-LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "max_length": 32, "warmup": 0.06}
-PROBE_LR = 5e-3  # the head alone needs a larger step to converge in the same number of steps
+LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "max_length": 64, "warmup": 0.06}
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -42,12 +41,12 @@ def add_parser(sub) -> None:
     q.set_defaults(func=_run_demo)
     q = demo_sub.add_parser("run", help="merge the demo adapters and print per-task metrics (what `make run` shows)")
     q.add_argument("--method", default="task_arithmetic")
-    q.add_argument("--lambda", dest="lam", type=float, default=None, help="global λ (default: 1/number of adapters for task arithmetic, else 1)")
+    q.add_argument("--lambda", dest="lam", type=float, default=None, help="global λ (default 0.5 for task arithmetic — a common starting point, sweep it — else 1)")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=_run_demo)
-    q = demo_sub.add_parser("build", help="train one adapter (and a head-only probe) per demo task and write the manifest")
+    q = demo_sub.add_parser("build", help="train one adapter per demo task, measure it against a head-only probe, write the manifest")
     q.add_argument("--out", type=Path, default=None, help="where to write (default: the bundled resources/demo)")
     q.add_argument("--tasks", help="comma-separated subset of demo tasks")
     q.add_argument("--steps", type=int, default=LORA["steps"])
@@ -84,7 +83,7 @@ def run(args) -> int:
 
     paths = demo_adapter_paths()
     ws = open_workspace(None, paths, device=args.device)
-    lam = args.lam if args.lam is not None else (1.0 / len(paths) if args.method == "task_arithmetic" else 1.0)
+    lam = args.lam if args.lam is not None else (0.5 if args.method == "task_arithmetic" else 1.0)
     args.coef, args.seed = None, 0
     args.lam = lam
     spec = _spec_from(args)
@@ -99,6 +98,7 @@ def run(args) -> int:
 
 def build(args) -> int:
     from .core.demo_tasks import DEMO_TASKS, load_demo_task
+    from .core.probe import fit_linear_probe
     from .core.training import TrainSettings, train_adapter
     from .core.workspace import open_workspace
 
@@ -117,36 +117,32 @@ def build(args) -> int:
             task = load_demo_task(name)
             seed = args.seed + i
             lora = TrainSettings(**{**LORA, "steps": args.steps, "seed": seed})
-            probe = TrainSettings(**{**LORA, "steps": args.steps, "seed": seed, "lr": PROBE_LR, "freeze_a": True, "freeze_b": True})
             adapter_dir = scratch / "adapters" / name
             trained = drive(train_adapter(None, task, adapter_dir, lora, device), f"{name} lora")
-            probed = drive(train_adapter(None, task, scratch / "probe" / name, probe, device), f"{name} probe")
-            ws = open_workspace(None, [adapter_dir, scratch / "probe" / name], [f"demo:{name}"] * 2, device=device, need_tasks=False)
-            scores = {}
-            for label, adapter in (("lora", ws.adapters[0]), ("probe", ws.adapters[1])):
-                ws.tasks, ws.pairs, ws._heads = [task], {task.name: adapter}, None
-                scores[label] = drive(ws.evaluate_single(), f"{name} eval {label}")[name]
+            ws = open_workspace(None, [adapter_dir], [f"demo:{name}"], device=device)
+            lora_scores = drive(ws.evaluate_single(), f"{name} eval")[name]
+            probe = drive(fit_linear_probe(ws.base, task), f"{name} probe")
             entries[name] = {
                 "adapter": f"adapters/{name}",
                 "files": file_hashes(adapter_dir),
                 "task_hash": task.content_hash(),
                 "seed": seed,
                 "metric": task.metric,
-                "test": {"lora": scores["lora"]["metric"], "head_only_probe": scores["probe"]["metric"], "n": scores["lora"]["n"]},
-                "train_seconds": {"lora": round(trained.seconds, 1), "probe": round(probed.seconds, 1)},
+                "test": {"lora": lora_scores["metric"], "head_only_probe": probe.test, "n": lora_scores["n"]},
+                "probe_C": probe.C,
+                "train_seconds": round(trained.seconds, 1),
             }
-            print(f"{name}: LoRA {scores['lora']['metric']:.4f} vs head-only probe {scores['probe']['metric']:.4f} ({task.metric}, {scores['lora']['n']} test examples)")
+            print(f"{name}: LoRA {lora_scores['metric']:.4f} vs head-only probe {probe.test:.4f} ({task.metric}, {lora_scores['n']} test examples)")
         manifest = {
             "built_with": f"osrm-gui {__version__}",
             "command": "osrm demo build" + (f" --steps {args.steps}" if args.steps != LORA["steps"] else "") + (f" --seed {args.seed}" if args.seed else ""),
             "base": "all-MiniLM-L6-v2",
             "lora": {**LORA, "steps": args.steps, "targets": ["query", "value"], "init": "peft-default"},
-            "probe": {"lr": PROBE_LR, "note": "same steps; LoRA A and B frozen with B = 0, so only the head trains"},
+            "probe": "logistic regression on the frozen base's pooled features, C picked on the validation split",
             "seconds": round(time.time() - started, 1),
             "tasks": entries,
         }
         (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(scratch / "probe")
         _swap_in(scratch, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
