@@ -40,7 +40,6 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(BIN)/osrm demo run
-	$(BIN)/osrm-gui
 
 test: install-dev
 	QT_QPA_PLATFORM=offscreen $(BIN)/lint-imports

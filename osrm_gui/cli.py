@@ -113,6 +113,14 @@ def cmd_info(args):
     return 0
 
 
+def _bounds(param) -> str:
+    if param.choices:
+        return "one of " + ", ".join(param.choices)
+    low = "" if param.minimum is None else f"{param.minimum:g} {'<' if param.min_exclusive else '≤'} "
+    high = "" if param.maximum is None else f" ≤ {param.maximum:g}"
+    return f"{low}{param.name}{high}"
+
+
 def cmd_methods(args):
     from .core.merge import METHODS
 
@@ -120,8 +128,7 @@ def cmd_methods(args):
         print(f"{method.name}  — {method.label}")
         print(f"    {method.doc}")
         for p in method.params:
-            bounds = f" one of {'/'.join(p.choices)}" if p.choices else (f" in [{p.minimum}, {p.maximum}]" if p.minimum is not None or p.maximum is not None else "")
-            print(f"    --param {p.name}=… (default {p.default}{bounds}): {p.doc}")
+            print(f"    --param {p.name}=… (default {p.default}; {_bounds(p)}): {p.doc}")
     return 0
 
 
@@ -276,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Library deprecation notices are for developers, not for someone merging adapters.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

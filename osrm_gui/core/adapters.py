@@ -88,12 +88,12 @@ class Adapter:
             "task": self.task,
             "init": self.init,
             "rank": "/".join(map(str, self.ranks)),
-            "alpha": self.alpha,
+            "alpha": f"{self.alpha:g}",
             "rslora": bool(self.config.get("use_rslora")),
             "targets": ",".join(self.targets),
             "layers": len(self.layers),
             "head": f"{self.head_name} ({self.num_labels} labels)" if self.head_name else "none",
-            "size_kb": round(self.size_bytes / 1024, 1),
+            "size": f"{self.size_bytes / 1024:.0f} KB",
             "hash": self.content_hash,
         }
 

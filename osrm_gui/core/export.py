@@ -4,6 +4,7 @@ transformers), merged adapters in PEFT format, and a replayable recipe."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -147,8 +148,12 @@ def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec) -> d
 
 
 def write_recipe(recipe: dict, out: str | Path, force: bool = False) -> Path:
+    """Adapter paths are stored relative to the recipe, so a folder of both moves as one."""
+    out = Path(out)
+    where = out.resolve().parent
+    recipe = {**recipe, "adapters": [{**a, "path": os.path.relpath(a["path"], where)} for a in recipe["adapters"]]}
     atomic_write_text(out, json.dumps(recipe, indent=2) + "\n", force=force)
-    return Path(out)
+    return out
 
 
 def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
