@@ -183,20 +183,16 @@ def cmd_eval(args):
 
 
 def cmd_export(args):
-    from .core.export import build_recipe, export_full_models, export_peft_adapters, write_recipe
+    from .core.export import export_merge
 
     ws, spec = _workspace_and_spec(args, need_tasks=args.kind != "recipe")
+    written = drive(export_merge(ws, spec, args.kind, args.out, args.rank, args.force), "export")
     if args.kind == "recipe":
-        path = write_recipe(build_recipe(ws.base, ws.adapters, spec), args.out, args.force)
-        print(f"recipe written to {path}")
-        return 0
-    merged = _merge(ws, spec)
-    if args.kind == "full":
-        out = drive(export_full_models(ws.base, merged, ws.pairs, ws.tasks, args.out, args.force), "export")
-        print(f"wrote one transformers model per task to {out}/ ({', '.join(t.name for t in ws.tasks)})")
+        print(f"recipe written to {written['path']}")
+    elif args.kind == "full":
+        print(f"wrote one transformers model per task to {written['path']}/ ({', '.join(written['tasks'])})")
     else:
-        error = drive(export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, args.out, args.rank, args.force), "export")
-        print(f"wrote one PEFT adapter per task to {args.out}/; worst relative truncation error {error:.4g}")
+        print(f"wrote one PEFT adapter per task to {written['path']}/; worst relative truncation error {written['truncation_error']:.4g}")
     return 0
 
 

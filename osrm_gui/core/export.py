@@ -179,3 +179,22 @@ def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
     merge = recipe["merge"]
     spec = MergeSpec(merge["method"], merge["coefficients"], merge["lam"], merge["params"], merge["seed"])
     return recipe, adapters, spec
+
+
+EXPORT_KINDS = ("full", "adapter", "recipe")
+
+
+def export_merge(ws, spec: MergeSpec, kind: str, out: str | Path, rank: int | None = None, force: bool = False) -> Generator[Progress, None, dict]:
+    """Merge the workspace's adapters and write one export kind; returns what was written."""
+    from .merging import merge_adapters
+
+    if kind not in EXPORT_KINDS:
+        raise OsrmError(f"unknown export kind {kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
+    if kind == "recipe":
+        return {"kind": kind, "path": write_recipe(build_recipe(ws.base, ws.adapters, spec), out, force)}
+    merged = yield from merge_adapters(ws.adapters, spec, ws.base.device)
+    if kind == "full":
+        path = yield from export_full_models(ws.base, merged, ws.pairs, ws.tasks, out, force)
+        return {"kind": kind, "path": path, "tasks": [t.name for t in ws.tasks]}
+    error = yield from export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, out, rank, force)
+    return {"kind": kind, "path": Path(out), "tasks": [t.name for t in ws.tasks], "truncation_error": error}

@@ -2,27 +2,67 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 
-COMING = (
-    "<h2>osrm-gui</h2>"
-    "<p>The desktop workbench (drag adapters in, merge with live coefficient sliders, "
-    "per-task accuracy plots, export) is being built.</p>"
-    "<p>Everything it will do already runs headless: try <code>osrm demo run</code>, "
-    "<code>osrm merge --help</code> and <code>osrm export --help</code> in a terminal.</p>"
-)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ORGANISATION = "osrm-gui"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="osrm-gui", description="LoRA merging workbench (opens on the built-in demo)")
+    parser.add_argument("adapters", nargs="*", help="PEFT LoRA adapter folders to load")
+    parser.add_argument("--base", help="local Hugging Face model folder (default: the embedded all-MiniLM-L6-v2)")
+    parser.add_argument("--workspace", help="a workspace file saved by the app")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when present; remembered)")
+    parser.add_argument("--preview-size", type=int, help="test examples per task in the live preview (remembered)")
+    return parser.parse_args(argv)
+
+
+def settings():
+    from PySide6.QtCore import QSettings
+
+    return QSettings(QSettings.IniFormat, QSettings.UserScope, ORGANISATION, "osrm-gui")
+
+
+def build_window(args: argparse.Namespace):
+    from ..core.session import MergeSession
+    from .main_window import MainWindow
+    from .state import SessionModel
+
+    store = settings()
+    if args.device:
+        store.setValue("device", args.device)
+    if args.preview_size:
+        store.setValue("preview_size", args.preview_size)
+    device = store.value("device") or None
+    session = MergeSession(device=None if device == "auto" else device, preview_limit=int(store.value("preview_size", 100)))
+    model = SessionModel(session)
+    window = MainWindow(model, store)
+    if args.workspace:
+        model.open_workspace(args.workspace)
+    elif args.base or args.adapters:
+        model.open_paths(args.base, args.adapters)
+    else:
+        model.open_demo()
+    return window
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PySide6.QtWidgets import QApplication, QLabel
+    import warnings
 
-    app = QApplication.instance() or QApplication(sys.argv if argv is None else argv)
-    label = QLabel(COMING)
-    label.setWordWrap(True)
-    label.setMargin(24)
-    label.setWindowTitle("osrm-gui")
-    label.resize(520, 220)
-    label.show()
+    from PySide6.QtWidgets import QApplication
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("osrm-gui")
+    app.setOrganizationName(ORGANISATION)
+    window = build_window(args)
+    window.show()
     return app.exec()
 
 

@@ -1,0 +1,251 @@
+"""A mutable merge session, the state behind the app: a base, adapter slots
+(enabled, coefficient, paired evaluation data), the chosen method, and the
+results computed so far. Saved as a JSON workspace with relative paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generator
+
+from torch import nn
+
+from .adapters import Adapter, load_adapter, validate_adapter
+from .atomic import atomic_write_text
+from .errors import OsrmError
+from .merge import get_method
+from .merging import MergeSpec, merge_adapters
+from .models import BaseModel, load_base
+from .progress import Progress
+from .sweep import SweepPoint, SweepResult, run_sweep
+from .tasks import Task, resolve_task
+from .workspace import Workspace
+
+WORKSPACE_FORMAT = "osrm-gui/workspace@1"
+
+
+@dataclass
+class AdapterSlot:
+    adapter: Adapter
+    label: str
+    enabled: bool = True
+    coefficient: float = 1.0
+    task_spec: str | None = None
+    task: Task | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.adapter.path
+
+
+@dataclass
+class EvalResult:
+    kind: str  # "preview" or "full"
+    spec: MergeSpec
+    scores: dict[str, dict]  # task -> {"metric": …, "n": …}
+    single: dict[str, dict] = field(default_factory=dict)  # each task's adapter alone, same examples
+
+    @property
+    def average(self) -> float:
+        values = [s["metric"] for s in self.scores.values()]
+        return sum(values) / len(values) if values else float("nan")
+
+
+@dataclass
+class MergeSession:
+    base_path: Path | None = None  # None: the embedded MiniLM
+    base: BaseModel | None = None
+    slots: list[AdapterSlot] = field(default_factory=list)
+    method: str = "task_arithmetic"
+    params: dict = field(default_factory=dict)
+    lam: float = 1.0
+    seed: int = 0
+    preview_limit: int = 100
+    device: str | None = None
+    last_result: EvalResult | None = None
+    single_cache: dict[str, dict] = field(default_factory=dict)  # "adapter hash|task|limit" -> scores
+    sweeps: list[SweepResult] = field(default_factory=list)
+    _heads: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+    _encodings: dict = field(default_factory=dict, repr=False)
+
+    # -- base and adapters ------------------------------------------------
+    def load_base(self, path: str | Path | None = None) -> BaseModel:
+        base = load_base(path, device=self.device)
+        for slot in self.slots:
+            validate_adapter(slot.adapter, base)
+        self.base, self.base_path = base, (Path(path) if path is not None else None)
+        self._heads.clear()
+        self._encodings.clear()
+        return base
+
+    def read_adapter(self, path: str | Path) -> AdapterSlot:
+        """Load and check one adapter (safe off the GUI thread: it only reads the base)."""
+        if self.base is None:
+            raise OsrmError("load a base model before adding adapters")
+        adapter = load_adapter(path)
+        if any(s.path.resolve() == adapter.path.resolve() for s in self.slots):
+            raise OsrmError(f"{adapter.path}: already loaded")
+        validate_adapter(adapter, self.base)
+        slot = AdapterSlot(adapter, label=adapter.name, task_spec=adapter.metadata.get("task_spec"))
+        if slot.task_spec:
+            try:
+                slot.task = resolve_task(slot.task_spec)
+            except OsrmError:
+                slot.task = None  # its data moved: the user can pair other data
+        return slot
+
+    def add_slot(self, slot: AdapterSlot) -> None:
+        labels = {s.label for s in self.slots}
+        while slot.label in labels:
+            slot.label += "'"
+        self.slots.append(slot)
+
+    def remove(self, index: int) -> AdapterSlot:
+        slot = self.slots.pop(index)
+        self._heads.pop(id(slot.adapter), None)
+        return slot
+
+    def pair_task(self, index: int, spec: str) -> Task:
+        slot = self.slots[index]
+        task = resolve_task(spec)
+        if slot.adapter.num_labels not in (None, task.num_labels):
+            raise OsrmError(f"{spec}: {task.num_labels} labels, but adapter {slot.label} has a head with {slot.adapter.num_labels} outputs")
+        slot.task_spec, slot.task = spec, task
+        return task
+
+    # -- merging and evaluation ---------------------------------------------
+    def active(self) -> list[AdapterSlot]:
+        return [s for s in self.slots if s.enabled]
+
+    def spec(self) -> MergeSpec:
+        return MergeSpec(self.method, [s.coefficient for s in self.active()], self.lam, dict(self.params), self.seed)
+
+    def workspace(self) -> Workspace:
+        if self.base is None:
+            raise OsrmError("no base model loaded")
+        slots = self.active()
+        if not slots:
+            raise OsrmError("no enabled adapters to merge")
+        scored = [s for s in slots if s.task is not None and s.adapter.head]
+        ws = Workspace(self.base, [s.adapter for s in slots], [s.task for s in scored], {s.task.name: s.adapter for s in scored})
+        ws.encoding_cache = self._encodings
+        heads = {}
+        for s in scored:
+            if id(s.adapter) not in self._heads:
+                self._heads[id(s.adapter)] = self.base.build_head(s.adapter.head)
+            heads[s.task.name] = self._heads[id(s.adapter)]
+        ws._heads = heads
+        return ws
+
+    def evaluate_job(self, full: bool = False) -> Generator[Progress, None, EvalResult]:
+        """The merge scored on the preview subset (or everything), with each task's
+        adapter alone on the same examples as the reference (cached)."""
+        ws = self.workspace()
+        limit = None if full else self.preview_limit
+        spec = self.spec().resolved(len(ws.adapters))
+        single = yield from self._single(ws, limit)
+        merged = yield from merge_adapters(ws.adapters, spec, self.base.device)
+        scores = yield from ws.evaluate(merged, limit=limit)
+        return EvalResult("full" if full else "preview", spec, scores, single)
+
+    def _single(self, ws: Workspace, limit: int | None) -> Generator[Progress, None, dict]:
+        key = lambda task: f"{ws.pairs[task.name].content_hash}|{task.content_hash()}|{limit}"  # noqa: E731
+        missing = [t for t in ws.tasks if key(t) not in self.single_cache]
+        if missing:
+            sub = Workspace(ws.base, ws.adapters, missing, ws.pairs, _heads=ws._heads, encoding_cache=ws.encoding_cache)
+            scores = yield from sub.evaluate_single(limit=limit)
+            self.single_cache.update({key(t): scores[t.name] for t in missing})
+        return {t.name: self.single_cache[key(t)] for t in ws.tasks}
+
+    def sweep_job(self, target: str, values: list[float], limit: int | None = None) -> Generator[Progress | SweepPoint, None, SweepResult]:
+        names = [s.label for s in self.active()]
+        limit = self.preview_limit if limit is None else limit
+        return (yield from run_sweep(self.workspace(), self.spec(), target, values, limit=limit, names=names))
+
+    def export_job(self, kind: str, out: str | Path, rank: int | None = None, force: bool = False) -> Generator[Progress, None, dict]:
+        from .export import export_merge
+
+        return (yield from export_merge(self.workspace(), self.spec(), kind, out, rank, force))
+
+    def method_params(self) -> dict:
+        return get_method(self.method).resolve_params(self.params)
+
+    # -- workspace files ----------------------------------------------------------
+    def to_dict(self, where: Path) -> dict:
+        rel = lambda p: os.path.relpath(Path(p).resolve(), where)  # noqa: E731
+        return {
+            "format": WORKSPACE_FORMAT,
+            "base": None if self.base_path is None else rel(self.base_path),
+            "adapters": [
+                {"path": rel(s.path), "label": s.label, "enabled": s.enabled, "coefficient": s.coefficient,
+                 "task": _portable_spec(s.task_spec, where)} for s in self.slots
+            ],
+            "merge": {"method": self.method, "params": self.params, "lambda": self.lam, "seed": self.seed},
+            "preview_limit": self.preview_limit,
+            "results": {
+                "last": None if self.last_result is None else {"kind": self.last_result.kind, "spec": self.last_result.spec.to_dict(),
+                                                               "scores": self.last_result.scores, "single": self.last_result.single},
+                "sweeps": [{"target": r.target, "spec": r.spec.to_dict(), "points": [{"value": p.value, "scores": p.scores} for p in r.points]} for r in self.sweeps],
+            },
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(path.resolve().parent), indent=2) + "\n", force=True)
+
+
+def _portable_spec(spec: str | None, where: Path) -> str | None:
+    if not spec or spec.startswith("demo:"):
+        return spec
+    file, sep, options = spec.partition("@")
+    return os.path.relpath(Path(file).resolve(), where) + sep + options
+
+
+def _absolute_spec(spec: str | None, where: Path) -> str | None:
+    if not spec or spec.startswith("demo:"):
+        return spec
+    file, sep, options = spec.partition("@")
+    return str((where / file).resolve()) + sep + options
+
+
+def open_session(path: str | Path, device: str | None = None) -> Generator[Progress, None, MergeSession]:
+    """Read a workspace file: the base, every adapter (checked again) and the saved results."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OsrmError(f"{path}: workspace not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OsrmError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != WORKSPACE_FORMAT:
+        raise OsrmError(f"{path}: not an osrm-gui workspace")
+    where = path.resolve().parent
+    session = MergeSession(device=device)
+    merge = data.get("merge", {})
+    session.method = merge.get("method", session.method)
+    session.params = merge.get("params", {})
+    session.lam = float(merge.get("lambda", 1.0))
+    session.seed = int(merge.get("seed", 0))
+    session.preview_limit = int(data.get("preview_limit", session.preview_limit))
+    entries = data.get("adapters", [])
+    yield Progress("open", 0, len(entries) + 1, "base model")
+    session.load_base(None if data.get("base") is None else where / data["base"])
+    for i, entry in enumerate(entries, 1):
+        slot = session.read_adapter(where / entry["path"])
+        slot.label, slot.enabled, slot.coefficient = entry["label"], entry["enabled"], float(entry["coefficient"])
+        if entry.get("task"):
+            slot.task_spec = _absolute_spec(entry["task"], where)
+            slot.task = resolve_task(slot.task_spec)
+        session.slots.append(slot)
+        yield Progress("open", i + 1, len(entries) + 1, slot.label)
+    results = data.get("results", {})
+    if results.get("last"):
+        last = results["last"]
+        session.last_result = EvalResult(last["kind"], MergeSpec(**last["spec"]), last["scores"], last.get("single", {}))
+    session.sweeps = [
+        SweepResult(r["target"], MergeSpec(**r["spec"]), [SweepPoint(p["value"], p["scores"]) for p in r["points"]])
+        for r in results.get("sweeps", [])
+    ]
+    return session

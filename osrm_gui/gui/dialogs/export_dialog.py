@@ -1,0 +1,116 @@
+"""Export the current merge: full models per task, PEFT adapters, or a recipe."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+    QRadioButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from ...core.merge import get_method
+from ..state import SessionModel
+
+KINDS = {
+    "full": "Full model per task (loads with transformers' AutoModelForSequenceClassification)",
+    "adapter": "Merged LoRA adapter per task (PEFT format; exact for concat, else SVD-compressed)",
+    "recipe": "Recipe JSON (replay with `osrm merge --recipe`)",
+}
+
+
+class ExportDialog(QDialog):
+    def __init__(self, model: SessionModel, parent: QWidget | None = None, folder: str = ""):
+        super().__init__(parent)
+        self.setWindowTitle("Export merge")
+        self.model = model
+        self.group = QButtonGroup(self)
+        kinds = QVBoxLayout()
+        for i, (kind, text) in enumerate(KINDS.items()):
+            button = QRadioButton(text)
+            button.setObjectName(f"kind:{kind}")
+            button.setProperty("kind", kind)
+            self.group.addButton(button, i)
+            kinds.addWidget(button)
+        self.group.buttons()[0].setChecked(True)
+        self.rank = QSpinBox(minimum=1, maximum=4096, value=16)
+        self.rank.setToolTip("Rank of the SVD-compressed adapter (dense merges such as TIES need one)")
+        self.exact = QCheckBox("exact (no compression)")
+        self.exact.setToolTip("Only for the low-rank methods (concat, svd): keep the merged factors as they are")
+        self.path = QLineEdit(folder)
+        self.path.setObjectName("exportPath")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.force = QCheckBox("Replace an existing output")
+        self.status = QLabel()
+        self.status.setObjectName("exportStatus")
+        self.status.setWordWrap(True)
+        where = QHBoxLayout()
+        where.addWidget(self.path, 1)
+        where.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Output", where)
+        rank_row = QHBoxLayout()
+        rank_row.addWidget(self.rank)
+        rank_row.addWidget(self.exact)
+        form.addRow("Adapter rank", rank_row)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Cancel)
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.AcceptRole)
+        self.export_button.setObjectName("exportButton")
+        self.export_button.clicked.connect(self.start)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(kinds)
+        layout.addLayout(form)
+        layout.addWidget(self.force)
+        layout.addWidget(self.status)
+        layout.addWidget(self.buttons)
+        self.group.buttonToggled.connect(self._update)
+        self.exact.toggled.connect(self._update)
+        self._update()
+
+    @property
+    def kind(self) -> str:
+        return self.group.checkedButton().property("kind")
+
+    def _update(self) -> None:
+        low_rank = get_method(self.model.session.method).low_rank
+        self.exact.setEnabled(self.kind == "adapter" and low_rank)
+        if not low_rank:
+            self.exact.setChecked(False)
+        self.rank.setEnabled(self.kind == "adapter" and not self.exact.isChecked())
+
+    def _browse(self) -> None:
+        if self.kind == "recipe":
+            path, _ = QFileDialog.getSaveFileName(self, "Recipe file", "merge.recipe.json", "JSON (*.json)")
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Parent folder")
+            if path:
+                path = f"{path}/merged-{self.kind}"
+        if path:
+            self.path.setText(path)
+
+    def start(self) -> None:
+        out = self.path.text().strip()
+        if not out:
+            self.status.setText("Choose where to write the export.")
+            return
+        rank = None if self.kind != "adapter" or self.exact.isChecked() else self.rank.value()
+        self.export_button.setEnabled(False)
+        self.status.setText("Exporting…")
+        self.model.jobs.finished.connect(self._job_finished)
+        self.model.export(self.kind, out, rank, self.force.isChecked(), self._done)
+
+    def _done(self, written: dict) -> None:
+        text = f"Written to {written['path']}"
+        if written.get("tasks"):
+            text += f" ({', '.join(written['tasks'])})"
+        if written.get("truncation_error") is not None:
+            text += f"; worst relative truncation error {written['truncation_error']:.4g}"
+        self.status.setText(text)
+
+    def _job_finished(self, label: str, outcome: str) -> None:
+        self.model.jobs.finished.disconnect(self._job_finished)
+        self.export_button.setEnabled(True)
+        if outcome == "failed":
+            self.status.setText("Export failed (see the error message); nothing was written.")
+        elif outcome == "cancelled":
+            self.status.setText("Export cancelled; nothing was written.")

@@ -1,0 +1,247 @@
+"""The main window: adapters and merge controls on the left, results and sweeps on the right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from .. import __version__
+from .dialogs.error_dialog import show_error
+from .dialogs.export_dialog import ExportDialog
+from .plots.results_plot import ResultsPlot
+from .state import SessionModel
+from .widgets.adapters_panel import AdaptersPanel
+from .widgets.merge_panel import MergePanel
+from .widgets.sweep_panel import SweepPanel
+
+MAX_RECENT = 8
+TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"
+
+
+def dropped_adapter_paths(mime) -> list[str]:
+    """Folders, or adapter_config.json files, among dropped URLs."""
+    paths = []
+    for url in mime.urls():
+        if url.isLocalFile():
+            path = Path(url.toLocalFile())
+            paths.append(str(path.parent if path.name == "adapter_config.json" else path))
+    return paths
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, model: SessionModel, settings: QSettings):
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self.setWindowTitle("osrm-gui")
+        self.setAcceptDrops(True)
+        self.adapters = AdaptersPanel(model)
+        self.merge = MergePanel(model)
+        self.results = ResultsPlot(model)
+        self.sweeps = SweepPanel(model)
+        left = QSplitter(Qt.Vertical)
+        left.addWidget(_titled("Adapters", self.adapters))
+        left.addWidget(_titled("Merge", self.merge))
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.results, "Per-task metrics")
+        self.tabs.addTab(self.sweeps, "Coefficient sweep")
+        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([520, 760])
+        self.setCentralWidget(self.splitter)
+        self._build_status_bar()
+        self._build_menus()
+        self.adapters.addRequested.connect(self.add_adapters_dialog)
+        self.adapters.pairRequested.connect(self.pair_data_dialog)
+        model.jobs.failed.connect(lambda label, reason, details: show_error(self, f"{label} failed", reason, details))
+        model.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        model.adapterRefused.connect(lambda path, reason: self.statusBar().showMessage(f"Refused: {reason}", 8000))
+        model.baseChanged.connect(self._base_changed)
+        model.workspacePathChanged.connect(self._remember)
+        self.resize(1280, 800)
+        geometry = settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        splitter = settings.value("window/splitter")
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+
+    # -- building ---------------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.device_label = QLabel("device: —")
+        self.device_label.setObjectName("deviceLabel")
+        self.job_label = QLabel("")
+        self.job_label.setObjectName("jobLabel")
+        self.progress = QProgressBar()
+        self.progress.setObjectName("jobProgress")
+        self.progress.setMaximumWidth(220)
+        self.progress.hide()
+        self.eta = QLabel("")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancelJob")
+        self.cancel_button.clicked.connect(self.model.jobs.cancel)
+        self.cancel_button.hide()
+        for widget in (self.job_label, self.progress, self.eta, self.cancel_button):
+            bar.addPermanentWidget(widget)
+        bar.addPermanentWidget(self.device_label)
+        jobs = self.model.jobs
+        jobs.started.connect(self._job_started)
+        jobs.progress.connect(self._job_progress)
+        jobs.finished.connect(self._job_finished)
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        self._action(file, "Open &base model…", self.open_base_dialog, "Ctrl+B", "Load a local Hugging Face model folder")
+        self._action(file, "&Add adapters…", self.add_adapters_dialog, QKeySequence.Open, "Add PEFT LoRA adapter folders")
+        self._action(file, "Add &task data…", lambda: self.pair_data_dialog(self.adapters._selected() or 0), "Ctrl+T")
+        file.addSeparator()
+        self._action(file, "Open &workspace…", self.open_workspace_dialog, "Ctrl+Shift+O")
+        self._action(file, "&Save workspace", self.save_workspace, QKeySequence.Save)
+        self._action(file, "Save workspace &as…", self.save_workspace_as, QKeySequence.SaveAs)
+        self.recent_menu = file.addMenu("&Recent workspaces")
+        self._fill_recent()
+        self._action(file, "Open &demo", self.model.open_demo, None, "The embedded MiniLM with the demo adapters")
+        file.addSeparator()
+        self._action(file, "&Export…", self.export_dialog, "Ctrl+E", "Write the merge as models, adapters or a recipe")
+        file.addSeparator()
+        self._action(file, "&Quit", self.close, QKeySequence.Quit)
+        edit = self.menuBar().addMenu("&Edit")
+        undo = self.model.undo.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence.Undo)
+        redo = self.model.undo.createRedoAction(self, "&Redo")
+        redo.setShortcut(QKeySequence.Redo)
+        edit.addAction(undo)
+        edit.addAction(redo)
+        merge = self.menuBar().addMenu("&Merge")
+        self._action(merge, "&Preview now", self.model.preview, "Ctrl+R")
+        self._action(merge, "&Full evaluation", self.model.full_evaluation, "Ctrl+Shift+R")
+        self._action(merge, "&Sweep", lambda: (self.tabs.setCurrentWidget(self.sweeps), self.sweeps.start_sweep()), "Ctrl+Shift+S")
+        self._action(merge, "&Cancel job", self.model.jobs.cancel, "Esc")
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&About", lambda: show_error(self, "About osrm-gui", f"osrm-gui {__version__} — LoRA merging workbench. "
+                                                              "Every action here also runs headless: see `osrm --help`."))
+
+    # -- jobs in the status bar -------------------------------------------------
+    def _job_started(self, label: str) -> None:
+        self.job_label.setText(label)
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.eta.setText("")
+
+    def _job_progress(self, stage: str, done: int, total: int, message: str, eta: float) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{stage.split(':')[0]} %v/%m")
+        self.eta.setText(f"{eta:.0f} s left" if eta >= 1 else "")
+
+    def _job_finished(self, label: str, outcome: str) -> None:
+        if self.model.jobs.busy:
+            return
+        self.progress.hide()
+        self.cancel_button.hide()
+        self.eta.setText("")
+        self.job_label.setText("" if outcome == "done" else f"{label}: {outcome}")
+
+    def _base_changed(self) -> None:
+        base = self.model.session.base
+        self.device_label.setText(f"{base.name} on {self.model.device_text}" if base else "no model")
+
+    # -- files -------------------------------------------------------------------
+    def open_base_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Base model folder (Hugging Face format)")
+        if folder:
+            self.model.open_paths(folder, [str(s.path) for s in self.model.slots])
+
+    def add_adapters_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Adapter folder (PEFT LoRA)")
+        if folder:
+            self.model.add_adapters([folder])
+
+    def pair_data_dialog(self, row: int) -> None:
+        if not self.model.slots:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, f"Evaluation data for {self.model.slots[row].label}", "", TASK_FILTER)
+        if path:
+            try:
+                self.model.pair_task(row, path)
+            except Exception as exc:  # noqa: BLE001 - shown to the user, the session stays as it was
+                show_error(self, "Cannot use this data", str(exc))
+
+    def open_workspace_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open workspace", "", "osrm-gui workspace (*.json)")
+        if path:
+            self.model.open_workspace(path)
+
+    def save_workspace(self) -> None:
+        if self.model.workspace_path is None:
+            self.save_workspace_as()
+        else:
+            self.model.save_workspace(str(self.model.workspace_path))
+
+    def save_workspace_as(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save workspace", "workspace.osrm.json", "osrm-gui workspace (*.json)")
+        if path:
+            self.model.save_workspace(path)
+
+    def export_dialog(self) -> ExportDialog:
+        dialog = ExportDialog(self.model, self, str(Path.cwd() / "merged"))
+        dialog.open()
+        return dialog
+
+    def _remember(self, path: str) -> None:
+        recent = [p for p in (self.settings.value("recent", []) or []) if p != path]
+        self.settings.setValue("recent", [path, *recent][:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = self.settings.value("recent", []) or []
+        for path in recent:
+            self._action(self.recent_menu, path, lambda checked=False, p=path: self.model.open_workspace(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # -- drag and drop -------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if dropped_adapter_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = dropped_adapter_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.model.add_adapters(paths)
+
+    def closeEvent(self, event) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.model.jobs.cancel()
+        self.model.jobs.wait(10)
+        super().closeEvent(event)
+
+
+def _titled(title: str, widget: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(6, 6, 6, 6)
+    label = QLabel(f"<b>{title}</b>")
+    layout.addWidget(label)
+    layout.addWidget(widget, 1)
+    return box

@@ -1,0 +1,94 @@
+"""Metric against a merge coefficient: a line per task plus the average, points
+appearing as they are computed, a marker at the current setting, hover read-out."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+from ...core.sweep import SweepPoint, SweepResult
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+class SweepPlot(pg.PlotWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent, background="w")
+        self.setObjectName("sweepPlot")
+        self.showGrid(x=True, y=True, alpha=0.3)
+        self.setLabel("left", "metric")
+        self.legend = self.addLegend(offset=(-10, -10))
+        self.marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((0, 0, 0), width=1, style=Qt.DashLine), label="current", labelOpts={"position": 0.95, "color": (0, 0, 0)})
+        self.addItem(self.marker)
+        self.readout = pg.TextItem("", color=(0, 0, 0), anchor=(0, 1), fill=pg.mkBrush(255, 255, 255, 220))
+        self.readout.setZValue(10)
+        self.addItem(self.readout)
+        self.readout.hide()
+        self.result: SweepResult | None = None
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._hover = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._moved)
+
+    def start(self, result: SweepResult) -> None:
+        self.result = result
+        for curve in self.curves.values():
+            self.removeItem(curve)
+        self.curves = {}
+        self.legend.clear()
+        self.setLabel("bottom", "global λ" if result.target == "lambda" else f"coefficient of {result.target}")
+        for point in result.points:
+            self._draw(point)
+
+    def add_point(self, point: SweepPoint) -> None:
+        if self.result is None:
+            return
+        if point not in self.result.points:
+            self.result.points.append(point)
+        self._draw(point)
+
+    def _draw(self, point: SweepPoint) -> None:
+        xs = [p.value for p in self.result.points]
+        for i, name in enumerate([*point.scores, "average"]):
+            if name not in self.curves:
+                average = name == "average"
+                pen = pg.mkPen((0, 0, 0) if average else PALETTE[i % len(PALETTE)], width=3 if average else 2)
+                self.curves[name] = self.plot([], [], pen=pen, symbol="o", symbolSize=6, symbolBrush=pen.color(), name=name)
+            ys = [p.average if name == "average" else p.scores.get(name) for p in self.result.points]
+            self.curves[name].setData(xs, ys)
+
+    def set_current(self, value: float) -> None:
+        self.marker.setValue(value)
+
+    def data(self) -> dict[str, tuple[list[float], list[float]]]:
+        """The plotted lines: name -> (x, y)."""
+        return {name: tuple(list(map(float, a)) for a in curve.getData()) for name, curve in self.curves.items()}
+
+    def _moved(self, event) -> None:
+        position = event[0]
+        if self.result is None or not self.result.points or not self.sceneBoundingRect().contains(position):
+            self.readout.hide()
+            return
+        x = self.plotItem.vb.mapSceneToView(position).x()
+        point = min(self.result.points, key=lambda p: abs(p.value - x))
+        lines = [f"{self.result.target} = {point.value:g}"] + [f"{t}: {v:.3f}" for t, v in point.scores.items()] + [f"average: {point.average:.3f}"]
+        self.readout.setText("\n".join(lines))
+        self.readout.setPos(point.value, point.average)
+        self.readout.show()
+
+    def export_image(self, path: str) -> None:
+        from pyqtgraph.exporters import ImageExporter, SVGExporter
+
+        exporter = SVGExporter(self.plotItem) if path.lower().endswith(".svg") else ImageExporter(self.plotItem)
+        if isinstance(exporter, ImageExporter):
+            exporter.parameters()["width"] = max(800, int(self.width() * 2))
+        exporter.export(path)
+
+    def export_csv(self, path: str) -> None:
+        rows = self.result.rows() if self.result else []
+        with open(Path(path), "w", newline="") as fh:
+            if rows:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)

@@ -1,0 +1,272 @@
+"""The session model: the one place the app's state lives. Widgets change it
+through its methods and observe it through its signals; the heavy work it
+starts runs in the job slot, off the GUI thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QUndoCommand, QUndoStack
+from superqt.utils import create_worker
+
+from ..core.device import describe_device
+from ..core.errors import OsrmError
+from ..core.merge import METHODS
+from ..core.progress import Progress
+from ..core.session import AdapterSlot, EvalResult, MergeSession, open_session
+from ..core.sweep import SweepPoint, SweepResult
+from .workers import JobSlot, one_line
+
+PREVIEW_DEBOUNCE_MS = 250
+
+
+class SessionModel(QObject):
+    baseChanged = Signal()
+    adaptersChanged = Signal()  # rows added, removed, renamed, enabled
+    mergeChanged = Signal()  # method, parameters, coefficients, λ
+    resultChanged = Signal()  # a preview or full evaluation arrived
+    sweepStarted = Signal(object)  # SweepResult (empty)
+    sweepPoint = Signal(object)  # SweepPoint
+    sweepFinished = Signal(object)  # SweepResult
+    adapterRefused = Signal(str, str)  # path, reason
+    message = Signal(str)
+    workspacePathChanged = Signal(str)
+
+    def __init__(self, session: MergeSession | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session or MergeSession()
+        self.jobs = JobSlot(self)
+        self.undo = QUndoStack(self)
+        self.workspace_path: Path | None = None
+        self.auto_preview = True
+        self._loaders: list = []
+        self._debounce = QTimer(self, singleShot=True, interval=PREVIEW_DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.preview)
+
+    # -- reading state -------------------------------------------------------
+    @property
+    def slots(self) -> list[AdapterSlot]:
+        return self.session.slots
+
+    @property
+    def result(self) -> EvalResult | None:
+        return self.session.last_result
+
+    @property
+    def device_text(self) -> str:
+        return describe_device(self.session.base.device) if self.session.base else "no model"
+
+    # -- loading ---------------------------------------------------------------
+    def open_demo(self) -> None:
+        from ..demo import demo_adapter_paths
+
+        self.open_paths(None, [str(p) for p in demo_adapter_paths()])
+
+    def open_paths(self, base: str | None, adapters: list[str]) -> None:
+        """Load a base (None: the embedded MiniLM) and adapters, replacing the session."""
+        def job():
+            session = MergeSession(device=self.session.device, preview_limit=self.session.preview_limit)
+            yield Progress("load", 0, len(adapters) + 1, "base model")
+            session.load_base(base)
+            refused = []
+            for i, path in enumerate(adapters, 1):
+                try:
+                    session.add_slot(session.read_adapter(path))
+                except OsrmError as exc:
+                    refused.append((path, str(exc)))
+                yield Progress("load", i + 1, len(adapters) + 1, Path(path).name)
+            return session, refused
+
+        self.jobs.start("Loading model and adapters", job, self._install_session)
+
+    def open_workspace(self, path: str) -> None:
+        def done(session):
+            self._install_session((session, []))
+            self.workspace_path = Path(path)
+            self.workspacePathChanged.emit(path)
+            self.message.emit(f"Opened {path}")
+
+        self.jobs.start("Opening workspace", lambda: open_session(path, self.session.device), done)
+
+    def save_workspace(self, path: str) -> None:
+        self.session.save(path)
+        self.workspace_path = Path(path)
+        self.workspacePathChanged.emit(path)
+        self.message.emit(f"Saved workspace to {path}")
+
+    def _install_session(self, loaded) -> None:
+        session, refused = loaded
+        self.session = session
+        self.undo.clear()
+        self.baseChanged.emit()
+        self.adaptersChanged.emit()
+        self.mergeChanged.emit()
+        self.resultChanged.emit()
+        for result in session.sweeps:
+            self.sweepFinished.emit(result)
+        for path, reason in refused:
+            self.adapterRefused.emit(path, reason)
+        if session.last_result is None and session.active():
+            self.preview()
+
+    def add_adapters(self, paths: list[str]) -> None:
+        """Validate each adapter in the background; refuse bad ones without touching the rest."""
+        for path in paths:
+            worker = create_worker(self.session.read_adapter, path, _start_thread=False)
+            worker.returned.connect(self._adapter_read)
+            worker.errored.connect(lambda exc, p=path: self.adapterRefused.emit(p, one_line(exc)))
+            worker.finished.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
+            self._loaders.append(worker)
+            worker.start()
+
+    def _adapter_read(self, slot: AdapterSlot) -> None:
+        if any(s.path.resolve() == slot.path.resolve() for s in self.slots):
+            self.adapterRefused.emit(str(slot.path), f"{slot.path}: already loaded")
+            return
+        self.undo.push(_AddAdapter(self, slot))
+        self.message.emit(f"Added adapter {slot.label}")
+
+    # -- editing (undoable) ---------------------------------------------------
+    def remove_adapter(self, row: int) -> None:
+        self.undo.push(_RemoveAdapter(self, row))
+
+    def rename_adapter(self, row: int, label: str) -> None:
+        if label and label != self.slots[row].label:
+            self.undo.push(_SetSlot(self, row, "label", label, f"Rename {self.slots[row].label}"))
+
+    def set_enabled(self, row: int, enabled: bool) -> None:
+        if enabled != self.slots[row].enabled:
+            self.undo.push(_SetSlot(self, row, "enabled", enabled, ("Enable " if enabled else "Disable ") + self.slots[row].label))
+
+    def pair_task(self, row: int, spec: str) -> None:
+        self.session.pair_task(row, spec)
+        self.adaptersChanged.emit()
+        self._changed(immediate=True)
+
+    def set_coefficient(self, row: int, value: float, final: bool = True) -> None:
+        self.slots[row].coefficient = float(value)
+        self._changed(immediate=final)
+
+    def set_lambda(self, value: float, final: bool = True) -> None:
+        self.session.lam = float(value)
+        self._changed(immediate=final)
+
+    def set_method(self, name: str) -> None:
+        if name not in METHODS:
+            raise OsrmError(f"unknown merge method {name!r}")
+        if name != self.session.method:
+            self.session.method = name
+            self.session.params = {}
+            self._changed(immediate=True)
+
+    def set_param(self, name: str, value) -> None:
+        self.session.params[name] = value
+        self._changed(immediate=True)
+
+    def apply_preset(self, preset: str) -> None:
+        """'average': linear with equal weights; 'task_arithmetic': sum at λ = 1."""
+        self.session.method = "linear" if preset == "average" else "task_arithmetic"
+        self.session.params = {}
+        self.session.lam = 1.0
+        for slot in self.slots:
+            slot.coefficient = 1.0
+        self._changed(immediate=True)
+
+    def set_preview_limit(self, limit: int) -> None:
+        self.session.preview_limit = int(limit)
+        self.session._encodings.clear()
+        self._changed(immediate=True)
+
+    def _changed(self, immediate: bool) -> None:
+        self.mergeChanged.emit()
+        if not self.auto_preview:
+            return
+        if immediate:
+            self._debounce.stop()
+            self.preview()
+        else:
+            self._debounce.start()
+
+    # -- jobs ------------------------------------------------------------------
+    def preview(self) -> None:
+        if self.session.base is None or not self.session.active():
+            return
+        self.jobs.start("Preview", lambda: self.session.evaluate_job(full=False), self._result_ready)
+
+    def full_evaluation(self) -> None:
+        self.jobs.start("Full evaluation", lambda: self.session.evaluate_job(full=True), self._result_ready)
+
+    def _result_ready(self, result: EvalResult) -> None:
+        self.session.last_result = result
+        self.resultChanged.emit()
+
+    def sweep(self, target: str, values: list[float]) -> None:
+        def start():
+            generator = self.session.sweep_job(target, values)
+            self.sweepStarted.emit(SweepResult(target, self.session.spec()))
+            return generator
+
+        def done(result: SweepResult):
+            self.session.sweeps.append(result)
+            self.sweepFinished.emit(result)
+
+        self.jobs.start(f"Sweep {target}", start, done, on_event=self._sweep_event)
+
+    def _sweep_event(self, event) -> None:
+        if isinstance(event, SweepPoint):
+            self.sweepPoint.emit(event)
+
+    def export(self, kind: str, out: str, rank: int | None, force: bool, on_done) -> None:
+        self.jobs.start(f"Export ({kind})", lambda: self.session.export_job(kind, out, rank, force), on_done)
+
+
+class _AddAdapter(QUndoCommand):
+    def __init__(self, model: SessionModel, slot: AdapterSlot):
+        super().__init__(f"Add {slot.label}")
+        self.model, self.slot = model, slot
+
+    def redo(self):
+        self.model.session.add_slot(self.slot)
+        self.model.adaptersChanged.emit()
+        self.model._changed(immediate=True)
+
+    def undo(self):
+        self.model.session.remove(self.model.slots.index(self.slot))
+        self.model.adaptersChanged.emit()
+        self.model._changed(immediate=True)
+
+
+class _RemoveAdapter(QUndoCommand):
+    def __init__(self, model: SessionModel, row: int):
+        super().__init__(f"Remove {model.slots[row].label}")
+        self.model, self.row, self.slot = model, row, model.slots[row]
+
+    def redo(self):
+        self.model.session.remove(self.row)
+        self.model.adaptersChanged.emit()
+        self.model._changed(immediate=True)
+
+    def undo(self):
+        self.model.slots.insert(self.row, self.slot)
+        self.model.adaptersChanged.emit()
+        self.model._changed(immediate=True)
+
+
+class _SetSlot(QUndoCommand):
+    def __init__(self, model: SessionModel, row: int, attribute: str, value, text: str):
+        super().__init__(text)
+        self.model, self.row, self.attribute = model, row, attribute
+        self.new, self.old = value, getattr(model.slots[row], attribute)
+
+    def _set(self, value):
+        setattr(self.model.slots[self.row], self.attribute, value)
+        self.model.adaptersChanged.emit()
+        if self.attribute == "enabled":
+            self.model._changed(immediate=True)
+
+    def redo(self):
+        self._set(self.new)
+
+    def undo(self):
+        self._set(self.old)

@@ -1,0 +1,102 @@
+"""The adapters table: what is loaded, which are merged, and their evaluation data."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from ..state import SessionModel
+
+COLUMNS = ["Merge", "Name", "Task", "Rank", "Alpha", "Targets", "Size", "Init"]
+
+
+class AdaptersPanel(QWidget):
+    addRequested = Signal()
+    pairRequested = Signal(int)
+
+    def __init__(self, model: SessionModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("adapterTable")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
+        self.table.setToolTip("Drop adapter folders (or their adapter_config.json) anywhere on the window")
+        self.hint = QLabel("Drop PEFT LoRA adapter folders here, or use Add…")
+        self.hint.setObjectName("dropHint")
+        self.refusals = QLabel()
+        self.refusals.setObjectName("refusals")
+        self.refusals.setWordWrap(True)
+        self.refusals.setStyleSheet("color: #b00020")
+        self.refusals.hide()
+        add = QPushButton("Add…")
+        add.clicked.connect(self.addRequested)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(self._remove)
+        self.pair_button = QPushButton("Pair data…")
+        self.pair_button.setToolTip("Choose the evaluation data (CSV/TSV/JSONL/Parquet/datasets folder) of the selected adapter's task")
+        self.pair_button.clicked.connect(lambda: self._selected() is not None and self.pairRequested.emit(self._selected()))
+        buttons = QHBoxLayout()
+        for b in (add, self.remove_button, self.pair_button):
+            buttons.addWidget(b)
+        buttons.addStretch()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.refusals)
+        layout.addLayout(buttons)
+        self._filling = False
+        self.table.itemChanged.connect(self._edited)
+        model.adaptersChanged.connect(self.refresh)
+        model.baseChanged.connect(self.refresh)
+        model.adapterRefused.connect(self._refused)
+        self.refresh()
+
+    def _selected(self) -> int | None:
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].row() if rows else None
+
+    def _remove(self) -> None:
+        row = self._selected()
+        if row is not None:
+            self.model.remove_adapter(row)
+
+    def _refused(self, path: str, reason: str) -> None:
+        lines = [line for line in self.refusals.text().split("\n") if line][-3:]
+        self.refusals.setText("\n".join([*lines, f"Refused: {reason}"]))
+        self.refusals.show()
+
+    def refresh(self) -> None:
+        self._filling = True
+        slots = self.model.slots
+        self.table.setRowCount(len(slots))
+        for row, slot in enumerate(slots):
+            summary = slot.adapter.summary()
+            enabled = QTableWidgetItem()
+            enabled.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled | Qt.ItemIsSelectable)
+            enabled.setCheckState(Qt.Checked if slot.enabled else Qt.Unchecked)
+            cells = [enabled, QTableWidgetItem(slot.label), QTableWidgetItem(slot.task.name if slot.task else "— no data —")]
+            cells += [QTableWidgetItem(str(summary[k])) for k in ("rank", "alpha", "targets", "size", "init")]
+            for column, item in enumerate(cells):
+                if column != 1 and column != 0:
+                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+                item.setToolTip(str(slot.path))
+                self.table.setItem(row, column, item)
+        self.hint.setVisible(not slots)
+        self._filling = False
+
+    def _edited(self, item: QTableWidgetItem) -> None:
+        if self._filling:
+            return
+        row = item.row()
+        if item.column() == 0:
+            self.model.set_enabled(row, item.checkState() == Qt.Checked)
+        elif item.column() == 1:
+            self.model.rename_adapter(row, item.text().strip())
