@@ -10,7 +10,7 @@ GPU ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install install-dev demo clean
+.PHONY: run test install install-dev demo screenshot bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,12 @@ $(BIN)/python:
 
 $(VENV)/.torch: | $(BIN)/python
 ifeq ($(GPU),1)
-	$(BIN)/pip install "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
 else
-	$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
-	  || $(BIN)/pip install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	  || $(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu
 endif
-	$(BIN)/python -c "import torch; print('torch', torch.__version__)" | sed 's/^torch /torch==/' > $@
+	$(BIN)/pip show torch | sed -n 's/^Version: /torch==/p' > $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet -c $(VENV)/.torch -e .
@@ -40,13 +40,22 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(BIN)/osrm demo run
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then $(BIN)/osrm-gui; \
+	else echo "No display found: start the app with .venv/bin/osrm-gui on a desktop (or under xvfb-run)."; fi
 
 test: install-dev
-	QT_QPA_PLATFORM=offscreen $(BIN)/lint-imports
+	QT_QPA_PLATFORM=offscreen $(BIN)/lint-imports --no-logo
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 demo: install
 	$(BIN)/osrm demo build
+
+# A real X window under Xvfb (Debian: xvfb, libxcb-icccm4, libxcb-keysyms1).
+screenshot: install
+	xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python docs/make_screenshot.py docs/screenshot.png
+
+bench: install
+	$(BIN)/python bench/preview.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -183,8 +183,10 @@ def cmd_eval(args):
 
 
 def cmd_export(args):
+    from .core.atomic import refuse_existing
     from .core.export import export_merge
 
+    refuse_existing(args.out, args.force)
     ws, spec = _workspace_and_spec(args, need_tasks=args.kind != "recipe")
     written = drive(export_merge(ws, spec, args.kind, args.out, args.rank, args.force), "export")
     if args.kind == "recipe":
@@ -193,6 +195,38 @@ def cmd_export(args):
         print(f"wrote one transformers model per task to {written['path']}/ ({', '.join(written['tasks'])})")
     else:
         print(f"wrote one PEFT adapter per task to {written['path']}/; worst relative truncation error {written['truncation_error']:.4g}")
+    return 0
+
+
+def cmd_sweep(args):
+    from .core.sweep import SweepPoint, run_sweep, sweep_values
+
+    ws, spec = _workspace_and_spec(args)
+    values = sweep_values(args.start, args.stop, args.points)
+    job = run_sweep(ws, spec, args.target, values, args.split, args.limit)
+    names = [t.name for t in ws.tasks]
+    header = [args.target, *names, "average"]
+    print("  ".join(f"{h:>12}" for h in header))
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if isinstance(event, SweepPoint):  # print each point as soon as it is scored
+            print("  ".join(f"{v:>12.4f}" for v in [event.value, *(event.scores[n] for n in names), event.average]), flush=True)
+    if args.csv:
+        import csv
+        import io
+
+        from .core.atomic import atomic_write_text
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(result.rows()[0]))
+        writer.writeheader()
+        writer.writerows(result.rows())
+        atomic_write_text(args.csv, buffer.getvalue(), force=args.force)
+        print(f"wrote {args.csv}")
     return 0
 
 
@@ -254,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing recipe file")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("sweep", help="score a merge over a range of λ or of one adapter's coefficient")
+    _add_merge(p)
+    _add_tasks(p)
+    _add_base(p)
+    p.add_argument("--target", default="lambda", help="'lambda' (default) or the name of one adapter, whose coefficient varies")
+    p.add_argument("--from", dest="start", type=float, default=0.0)
+    p.add_argument("--to", dest="stop", type=float, default=1.0)
+    p.add_argument("--points", type=int, default=11)
+    p.add_argument("--csv", metavar="FILE", help="also write the points as CSV")
+    p.add_argument("--force", action="store_true", help="replace an existing CSV file")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("eval", help="score each adapter alone, and each head on the bare base (the floor)")
     p.add_argument("adapters", nargs="+", metavar="ADAPTER")

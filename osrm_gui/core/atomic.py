@@ -11,7 +11,9 @@ from pathlib import Path
 from .errors import OsrmError
 
 
-def _refuse_existing(target: Path, force: bool) -> None:
+def refuse_existing(target: str | Path, force: bool) -> None:
+    """Fail early, before any work, when an output is there and may not be replaced."""
+    target = Path(target)
     if target.exists() and not force:
         raise OsrmError(f"{target}: already exists; pass --force to replace it")
 
@@ -33,7 +35,7 @@ def _replace(tmp: Path, target: Path) -> None:
 def atomic_dir(target: str | Path, force: bool = False):
     """Yield a temporary folder that becomes ``target`` when the block succeeds."""
     target = Path(target)
-    _refuse_existing(target, force)
+    refuse_existing(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -46,7 +48,7 @@ def atomic_dir(target: str | Path, force: bool = False):
 
 def atomic_write_text(target: str | Path, text: str, force: bool = False) -> None:
     target = Path(target)
-    _refuse_existing(target, force)
+    refuse_existing(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(name)

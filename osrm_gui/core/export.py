@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from .adapters import Adapter, load_adapter
-from .atomic import atomic_dir, atomic_write_text
+from .atomic import atomic_dir, atomic_write_text, refuse_existing
 from .errors import OsrmError
 from .merge.svd import compress_dense
 from .merging import MergedState, MergeSpec
@@ -190,6 +190,7 @@ def export_merge(ws, spec: MergeSpec, kind: str, out: str | Path, rank: int | No
 
     if kind not in EXPORT_KINDS:
         raise OsrmError(f"unknown export kind {kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
+    refuse_existing(out, force)
     if kind == "recipe":
         return {"kind": kind, "path": write_recipe(build_recipe(ws.base, ws.adapters, spec), out, force)}
     merged = yield from merge_adapters(ws.adapters, spec, ws.base.device)

@@ -32,8 +32,12 @@ class SweepResult:
     spec: MergeSpec
     points: list[SweepPoint] = field(default_factory=list)
 
+    @property
+    def axis(self) -> str:
+        return "lambda" if self.target == LAMBDA else f"coefficient of {self.target}"
+
     def rows(self) -> list[dict]:
-        return [{self.target: p.value, **p.scores, "average": p.average} for p in self.points]
+        return [{self.axis: p.value, **p.scores, "average": p.average} for p in self.points]
 
 
 def sweep_values(start: float, stop: float, count: int) -> list[float]:

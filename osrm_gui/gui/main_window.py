@@ -54,7 +54,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.tabs)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([520, 760])
+        self.splitter.setSizes([580, 700])
         self.setCentralWidget(self.splitter)
         self._build_status_bar()
         self._build_menus()

@@ -113,7 +113,7 @@ class SessionModel(QObject):
     def add_adapters(self, paths: list[str]) -> None:
         """Validate each adapter in the background; refuse bad ones without touching the rest."""
         for path in paths:
-            worker = create_worker(self.session.read_adapter, path, _start_thread=False)
+            worker = create_worker(self.session.read_adapter, path, _start_thread=False, _ignore_errors=True)
             worker.returned.connect(self._adapter_read)
             worker.errored.connect(lambda exc, p=path: self.adapterRefused.emit(p, one_line(exc)))
             worker.finished.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)

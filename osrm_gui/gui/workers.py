@@ -124,7 +124,7 @@ class JobSlot(QObject):
             self.failed.emit(job.label, one_line(exc), traceback.format_exc())
             self.finished.emit(job.label, "failed")
             return
-        worker = create_worker(_guarded, generator, _start_thread=False, _worker_class=_ClosingWorker)
+        worker = create_worker(_guarded, generator, _start_thread=False, _worker_class=_ClosingWorker, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)

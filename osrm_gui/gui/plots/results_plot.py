@@ -22,6 +22,7 @@ class ResultsPlot(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.showGrid(y=True, alpha=0.3)
         self.plot.setLabel("left", "metric")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.addLegend(offset=(-10, 10))
         self.single_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=SINGLE, name="adapter alone")
         self.merged_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MERGED, name="merged")

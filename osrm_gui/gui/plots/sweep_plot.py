@@ -20,6 +20,7 @@ class SweepPlot(pg.PlotWidget):
         self.setObjectName("sweepPlot")
         self.showGrid(x=True, y=True, alpha=0.3)
         self.setLabel("left", "metric")
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.legend = self.addLegend(offset=(-10, -10))
         self.marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((0, 0, 0), width=1, style=Qt.DashLine), label="current", labelOpts={"position": 0.95, "color": (0, 0, 0)})
         self.addItem(self.marker)
@@ -37,7 +38,7 @@ class SweepPlot(pg.PlotWidget):
             self.removeItem(curve)
         self.curves = {}
         self.legend.clear()
-        self.setLabel("bottom", "global λ" if result.target == "lambda" else f"coefficient of {result.target}")
+        self.setLabel("bottom", "global λ" if result.target == "lambda" else result.axis)
         for point in result.points:
             self._draw(point)
 
@@ -78,11 +79,13 @@ class SweepPlot(pg.PlotWidget):
         self.readout.show()
 
     def export_image(self, path: str) -> None:
-        from pyqtgraph.exporters import ImageExporter, SVGExporter
+        if path.lower().endswith(".svg"):
+            save_svg(self, path)
+            return
+        from pyqtgraph.exporters import ImageExporter
 
-        exporter = SVGExporter(self.plotItem) if path.lower().endswith(".svg") else ImageExporter(self.plotItem)
-        if isinstance(exporter, ImageExporter):
-            exporter.parameters()["width"] = max(800, int(self.width() * 2))
+        exporter = ImageExporter(self.plotItem)
+        exporter.parameters()["width"] = max(800, int(self.width() * 2))
         exporter.export(path)
 
     def export_csv(self, path: str) -> None:
@@ -92,3 +95,22 @@ class SweepPlot(pg.PlotWidget):
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
+
+
+def save_svg(widget, path: str) -> None:
+    """Vector export through Qt's own SVG generator (pyqtgraph's SVG exporter
+    cannot parse the path data that Qt 6.12 writes)."""
+    from PySide6.QtCore import QRect, QSize
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    generator = QSvgGenerator()
+    generator.setFileName(path)
+    generator.setSize(QSize(widget.width(), widget.height()))
+    generator.setViewBox(QRect(0, 0, widget.width(), widget.height()))
+    generator.setTitle("osrm-gui plot")
+    painter = QPainter(generator)
+    try:
+        widget.render(painter)
+    finally:
+        painter.end()

@@ -124,7 +124,10 @@ class MergePanel(QWidget):
 
     def rebuild_rows(self) -> None:
         for row in self.rows:
-            row.setParent(None)
+            # removed from the layout and deleted: a widget merely un-parented would pop up as its own window
+            self.coefficients_layout.removeWidget(row)
+            row.hide()
+            row.deleteLater()
         self.coefficients_layout.removeWidget(self.lam)
         self.rows = []
         for i, slot in enumerate(self.model.slots):

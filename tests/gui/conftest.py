@@ -1,0 +1,28 @@
+import pytest
+from PySide6.QtCore import QSettings
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory):
+    """The app's QSettings go to a temporary folder: a user's real settings are never touched."""
+    folder = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(folder))
+    yield folder
+
+
+@pytest.fixture()
+def window(qtbot, tiny_base_dir, tiny_adapters):
+    from osrm_gui.gui.app import build_window, parse_args
+
+    win = build_window(parse_args(["--base", str(tiny_base_dir), "--preview-size", "12", *map(str, tiny_adapters)]))
+    qtbot.addWidget(win)
+    win.show()
+    wait_idle(qtbot, win)
+    assert win.model.result is not None
+    yield win
+    win.model.jobs.cancel()
+    win.model.jobs.wait(20)
+
+
+def wait_idle(qtbot, win, timeout=30000):
+    qtbot.waitUntil(lambda: not win.model.jobs.busy and not win.model._debounce.isActive() and not win.model._loaders, timeout=timeout)

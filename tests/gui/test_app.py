@@ -1,0 +1,262 @@
+"""The app driven as a user would: drops, sliders, method switches, jobs, export, workspaces."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from tests.conftest import make_adapter
+from tests.gui.conftest import wait_idle
+
+
+def table_names(win):
+    table = win.adapters.table
+    return [table.item(r, 1).text() for r in range(table.rowCount())]
+
+
+def drop(win, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(100, 100), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    win.dropEvent(event)
+    return event
+
+
+def test_opens_with_adapters_and_shows_per_task_results(window):
+    assert table_names(window) == ["colour", "animal"]
+    shown = window.results.values()
+    assert set(shown) == {"colour", "animal"}
+    assert all(single is not None for single, _ in shown.values())
+    assert "Preview" in window.results.summary.text()
+    assert window.device_label.text().endswith("on CPU")
+
+
+def test_drop_valid_and_invalid_adapters(qtbot, window, tmp_path, tiny_base_dir, other_base_dir):
+    good = make_adapter(tiny_base_dir, tmp_path / "extra", None, 2, seed=5)
+    wrong = make_adapter(other_base_dir, tmp_path / "wrong-base", None, 2)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{not json")
+    drop(window, [good / "adapter_config.json", wrong, broken])
+    qtbot.waitUntil(lambda: "extra" in table_names(window) and window.adapters.refusals.text().count("Refused") == 2, timeout=20000)
+    wait_idle(qtbot, window)
+    assert table_names(window) == ["colour", "animal", "extra"]
+    text = window.adapters.refusals.text()
+    assert "broken/adapter_config.json: corrupt JSON" in text
+    assert "wrong-base/adapter_model.safetensors" in text and "trained on another base" in text
+    assert window.adapters.table.item(2, 2).text() == "— no data —"
+
+
+def test_drop_the_same_adapter_twice_is_refused(qtbot, window, tiny_adapters):
+    drop(window, [tiny_adapters[0]])
+    qtbot.waitUntil(lambda: "already loaded" in window.adapters.refusals.text(), timeout=10000)
+    assert len(table_names(window)) == 2
+
+
+def test_slider_release_updates_the_merge(qtbot, window):
+    row = window.merge.rows[0]
+    with qtbot.waitSignal(window.model.resultChanged, timeout=20000):
+        row.slider.setSliderDown(True)
+        row.slider.setValue(30)  # dragging: debounced
+        row.slider.setValue(40)
+        row.slider.setSliderDown(False)
+        row.slider.sliderReleased.emit()
+    wait_idle(qtbot, window)
+    assert window.model.result.spec.coefficients[0] == pytest.approx(0.4)
+    assert row.spin.value() == pytest.approx(0.4)
+
+
+def test_spin_box_and_lambda(qtbot, window):
+    with qtbot.waitSignal(window.model.resultChanged, timeout=20000):
+        window.merge.lam.spin.setValue(0.0)
+    wait_idle(qtbot, window)
+    assert window.model.result.spec.lam == 0.0
+    assert window.merge.lam.slider.value() == 0
+
+
+def test_method_switch_shows_its_parameters(qtbot, window):
+    picker = window.merge.method
+    with qtbot.waitSignal(window.model.resultChanged, timeout=20000):
+        picker.setCurrentIndex(picker.findData("ties"))
+    wait_idle(qtbot, window)
+    density = window.merge.findChild(object, "param:density")
+    assert density is not None and density.value() == pytest.approx(0.5)
+    assert "density" in density.toolTip().lower() or "entries" in density.toolTip()
+    with qtbot.waitSignal(window.model.resultChanged, timeout=20000):
+        density.setValue(0.2)
+    wait_idle(qtbot, window)
+    assert window.model.result.spec.method == "ties" and window.model.result.spec.params["density"] == pytest.approx(0.2)
+    picker.setCurrentIndex(picker.findData("svd"))
+    wait_idle(qtbot, window)
+    assert window.merge.findChild(object, "param:rank") is not None
+    assert window.merge.findChild(object, "param:density") is None
+
+
+def test_presets(qtbot, window):
+    window.model.set_coefficient(0, 0.2)
+    wait_idle(qtbot, window)
+    window.model.apply_preset("average")
+    wait_idle(qtbot, window)
+    spec = window.model.result.spec
+    assert (spec.method, spec.lam, spec.coefficients) == ("linear", 1.0, [1.0, 1.0])
+    assert window.merge.rows[0].spin.value() == 1.0
+
+
+def test_cancel_a_long_job_leaves_the_model_clean(qtbot, window):
+    base = window.model.session.base
+    weights = {n: m.weight.detach().clone() for n, m in base.model.named_modules() if n.endswith("query")}
+    window.sweeps.count.setValue(101)
+    window.sweeps.start_sweep()
+    qtbot.waitUntil(lambda: window.cancel_button.isVisible(), timeout=5000)
+    with qtbot.waitSignal(window.model.jobs.finished, timeout=20000) as finished:
+        qtbot.mouseClick(window.cancel_button, Qt.LeftButton)
+    assert finished.args[1] == "cancelled"
+    wait_idle(qtbot, window)
+    assert len(window.sweeps.plot.result.points) < 101
+    for name, module in base.model.named_modules():
+        if name in weights:
+            assert module.weight.equal(weights[name]), f"{name} kept a merged delta after cancel"
+    assert not window.cancel_button.isVisible()
+
+
+def test_event_loop_stays_responsive_during_a_job(qtbot, window):
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(10)
+    window.sweeps.count.setValue(21)
+    started = time.monotonic()
+    with qtbot.waitSignal(window.model.sweepFinished, timeout=60000):
+        window.sweeps.start_sweep()
+    elapsed = time.monotonic() - started
+    timer.stop()
+    # the GUI thread kept handling events all along: no gap of a whole second between ticks
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(ticks) > 5 and max(gaps) < 1.0, (elapsed, max(gaps))
+
+
+def test_a_failing_job_shows_an_error_and_the_app_keeps_working(qtbot, window, monkeypatch):
+    def boom(full=False):
+        raise RuntimeError("simulated failure in the merge")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(window.model.session, "evaluate_job", boom)
+    with qtbot.waitSignal(window.model.jobs.failed, timeout=10000):
+        window.model.preview()
+    qtbot.waitUntil(lambda: window.findChild(QMessageBox, "errorDialog") is not None, timeout=5000)
+    box = window.findChild(QMessageBox, "errorDialog")
+    assert box.text() == "RuntimeError: simulated failure in the merge"
+    assert "Traceback" in box.detailedText()
+    box.close()
+    monkeypatch.undo()
+    with qtbot.waitSignal(window.model.resultChanged, timeout=20000):
+        window.model.preview()
+
+
+def test_sweep_fills_the_plot_and_exports(qtbot, window, tmp_path):
+    window.sweeps.start.setValue(0.0)
+    window.sweeps.stop.setValue(1.0)
+    window.sweeps.count.setValue(3)
+    window.sweeps.target.setCurrentIndex(window.sweeps.target.findData("animal"))
+    with qtbot.waitSignal(window.model.sweepFinished, timeout=60000):
+        qtbot.mouseClick(window.sweeps.run, Qt.LeftButton)
+    data = window.sweeps.plot.data()
+    assert set(data) == {"colour", "animal", "average"}
+    assert data["average"][0] == [0.0, 0.5, 1.0]
+    assert window.sweeps.plot.marker.value() == pytest.approx(1.0)  # the current coefficient of 'animal'
+    window.sweeps.plot.export_csv(str(tmp_path / "s.csv"))
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "coefficient of animal,colour,animal,average"
+    assert len(lines) == 4
+    window.sweeps.plot.export_image(str(tmp_path / "s.png"))
+    window.sweeps.plot.export_image(str(tmp_path / "s.svg"))
+    assert (tmp_path / "s.png").stat().st_size > 1000 and "<svg" in (tmp_path / "s.svg").read_text()
+
+
+def test_undo_remove_and_rename(qtbot, window):
+    window.adapters.table.selectRow(0)
+    qtbot.mouseClick(window.adapters.remove_button, Qt.LeftButton)
+    wait_idle(qtbot, window)
+    assert table_names(window) == ["animal"]
+    assert list(window.results.values()) == ["animal"]
+    window.model.undo.undo()
+    wait_idle(qtbot, window)
+    assert table_names(window) == ["colour", "animal"]
+    window.adapters.table.item(1, 1).setText("beasts")
+    assert window.model.slots[1].label == "beasts"
+    window.model.undo.undo()
+    assert table_names(window) == ["colour", "animal"]
+
+
+def test_disable_an_adapter(qtbot, window):
+    with qtbot.waitSignal(window.model.resultChanged, timeout=20000):
+        window.adapters.table.item(1, 0).setCheckState(Qt.Unchecked)
+    wait_idle(qtbot, window)
+    assert list(window.results.values()) == ["colour"]
+    assert not window.merge.rows[1].isEnabled()
+
+
+def test_export_dialog_writes_full_models_that_reload(qtbot, window, tmp_path):
+    dialog = window.export_dialog()
+    dialog.path.setText(str(tmp_path / "models"))
+    with qtbot.waitSignal(window.model.jobs.finished, timeout=30000):
+        qtbot.mouseClick(dialog.export_button, Qt.LeftButton)
+    assert "Written to" in dialog.status.text()
+    script = textwrap.dedent(f"""
+        from transformers import AutoModelForSequenceClassification
+        m = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / 'models' / 'animal')!r})
+        print(m.config.num_labels)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.strip().endswith("3")
+    dialog.close()
+
+
+def test_export_dialog_adapter_kind_reports_the_error(qtbot, window, tmp_path):
+    window.model.set_method("ties")
+    wait_idle(qtbot, window)
+    dialog = window.export_dialog()
+    dialog.findChild(object, "kind:adapter").setChecked(True)
+    assert dialog.rank.isEnabled() and not dialog.exact.isEnabled()
+    dialog.rank.setValue(2)
+    dialog.path.setText(str(tmp_path / "adapters"))
+    with qtbot.waitSignal(window.model.jobs.finished, timeout=30000):
+        qtbot.mouseClick(dialog.export_button, Qt.LeftButton)
+    assert "worst relative truncation error" in dialog.status.text()
+    assert (tmp_path / "adapters" / "colour" / "adapter_config.json").exists()
+    dialog.close()
+
+
+def test_workspace_save_and_reopen(qtbot, window, tmp_path, qapp):
+    from osrm_gui.gui.app import build_window, parse_args
+
+    window.model.set_method("ties")
+    window.model.set_coefficient(1, 0.7)
+    window.model.set_lambda(0.9)
+    wait_idle(qtbot, window)
+    with qtbot.waitSignal(window.model.sweepFinished, timeout=60000):
+        window.model.sweep("lambda", [0.0, 1.0])
+    path = tmp_path / "ws" / "saved.osrm.json"
+    window.model.save_workspace(str(path))
+    before = window.results.values()
+    reopened = build_window(parse_args(["--workspace", str(path)]))
+    qtbot.addWidget(reopened)
+    wait_idle(qtbot, reopened)
+    assert table_names(reopened) == table_names(window)
+    assert reopened.merge.method.currentData() == "ties"
+    assert reopened.merge.rows[1].spin.value() == pytest.approx(0.7)
+    assert reopened.merge.lam.spin.value() == pytest.approx(0.9)
+    assert reopened.results.values() == before  # results restored, not recomputed
+    assert reopened.sweeps.plot.data()["average"][0] == [0.0, 1.0]
+    assert json.loads(path.read_text())["format"] == "osrm-gui/workspace@1"
+    from PySide6.QtCore import QSettings
+
+    recent = QSettings(QSettings.IniFormat, QSettings.UserScope, "osrm-gui", "osrm-gui").value("recent")
+    assert str(path) in recent
