@@ -232,6 +232,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.setValue("preview_size", self.model.session.preview_limit)
         self.model.jobs.cancel()
         self.model.jobs.wait(10)
         super().closeEvent(event)
