@@ -78,7 +78,6 @@ def main(args) -> int:
 
 def run(args) -> int:
     from .cli import _spec_from
-    from .core.merging import merge_adapters
     from .core.workspace import open_workspace
 
     paths = demo_adapter_paths()
@@ -87,7 +86,7 @@ def run(args) -> int:
     args.coef, args.seed = None, 0
     args.lam = lam
     spec = _spec_from(args)
-    merged = drive(merge_adapters(ws.adapters, spec, ws.base.device), "merge")
+    merged = drive(ws.merge(spec), "merge")
     single = drive(ws.evaluate_single(limit=args.limit), "single")
     scores = drive(ws.evaluate(merged, limit=args.limit), "merged")
     print(f"Demo suite: {len(ws.tasks)} tasks on {ws.base.name}; merge = {merged.spec.method}, λ = {lam:g}, params {merged.spec.params}")

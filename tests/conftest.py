@@ -9,6 +9,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# feature statistics are cached on disk: keep the tests' out of the user's cache
+os.environ["OSRM_GUI_CACHE"] = __import__("tempfile").mkdtemp(prefix="osrm-gui-test-cache-")
 
 import numpy as np
 import pytest

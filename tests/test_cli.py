@@ -98,3 +98,25 @@ def test_console_script_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "osrm_gui.cli", "merge", str(tmp_path / "missing")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().endswith("missing: adapter folder not found")
+
+
+def test_osrm_commands(capsys, tmp_path, tiny_base_dir, tiny_adapters, tiny_tasks):
+    colour, animal = str(tiny_tasks["colour"]), str(tiny_tasks["animal"])
+    code, out, err = run(capsys, "features", "--base", tiny_base_dir, "--task", colour, "--task", animal, "--samples", "20")
+    assert code == 0, err
+    assert out.count("miss") == 2
+    code, out, _ = run(capsys, "features", "--base", tiny_base_dir, "--task", colour, "--samples", "20")
+    assert "hit" in out
+    code, out, err = run(capsys, "init", "--base", tiny_base_dir, "--task", animal, "--osrm-task", colour, "--rank", "4",
+                         "--out", tmp_path / "init", "--osrm-samples", "20")
+    assert code == 0, err
+    assert "untrained osrm-cov adapter" in out
+    code, out, err = run(capsys, "project", "--base", tiny_base_dir, tiny_adapters[0], "--osrm-task", animal,
+                         "--osrm-task", colour, "--out", tmp_path / "projected", "--osrm-samples", "20")
+    assert code == 0, err
+    assert "head kept" in out and (tmp_path / "projected" / "adapter_model.safetensors").exists()
+    code, out, err = run(capsys, "merge", "--base", tiny_base_dir, tmp_path / "projected", tiny_adapters[1], "--method", "regmean")
+    assert code == 0, err
+    assert "average" in out
+    code, _, err = run(capsys, "init", "--base", tiny_base_dir, "--task", animal, "--osrm-task", animal, "--out", tmp_path / "alone")
+    assert code == 2 and "no 'other' tasks" in err

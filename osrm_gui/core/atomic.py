@@ -46,16 +46,23 @@ def atomic_dir(target: str | Path, force: bool = False):
     _replace(tmp, target)
 
 
-def atomic_write_text(target: str | Path, text: str, force: bool = False) -> None:
+@contextmanager
+def atomic_file(target: str | Path, force: bool = False):
+    """Yield a temporary path that becomes the file ``target`` when the block succeeds."""
     target = Path(target)
     refuse_existing(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _replace(tmp, target)
+
+
+def atomic_write_text(target: str | Path, text: str, force: bool = False) -> None:
+    with atomic_file(target, force) as tmp:
+        tmp.write_text(text)

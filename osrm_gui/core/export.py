@@ -99,41 +99,44 @@ def export_peft_adapters(
 
     Returns the worst per-layer relative truncation error (0 for an exact export).
     """
+    factors, error = merged_factors(merged, rank)
+    with atomic_dir(out, force=force) as tmp:
+        for done, task in enumerate(tasks, 1):
+            metadata = {"name": f"merged-{task.name}", "task": task.name, "label_names": task.label_names, "metric": task.metric,
+                        "init": "merged", "merge": merged.spec.to_dict(), "truncation_error": error}
+            write_lora_folder(tmp / _task_dir_name(task.name), factors, base, pairs[task.name].head, metadata)
+            yield Progress("export", done, len(tasks), task.name)
+    return error
+
+
+def write_lora_folder(folder: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], base: BaseModel,
+                      head: dict[str, torch.Tensor], metadata: dict) -> None:
+    """A PEFT LoRA adapter from per-layer ``(B, A)`` whose product is the whole update
+    (scaling alpha/r = 1 on every layer, mixed ranks through rank_pattern), plus a head."""
     from peft import LoraConfig, TaskType
     from safetensors.torch import save_file
 
-    factors, error = merged_factors(merged, rank)
     ranks = {name: A.shape[0] for name, (_, A) in factors.items()}
     top = max(ranks.values())
-    pattern = "^(" + "|".join(re.escape(n) for n in sorted(factors)) + ")$"
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=top,
         lora_alpha=top,
-        target_modules=pattern,
-        # scaling alpha/r = 1 on every layer: the merged factors already carry it
+        target_modules="^(" + "|".join(re.escape(n) for n in sorted(factors)) + ")$",
         rank_pattern={re.escape(n): r for n, r in ranks.items() if r != top},
         alpha_pattern={re.escape(n): r for n, r in ranks.items() if r != top},
-        modules_to_save=[base.head_name],
+        modules_to_save=[base.head_name] if head else None,
         lora_dropout=0.0,
         base_model_name_or_path=base.name,
     )
-    lora = {}
+    tensors = {}
     for name, (B, A) in factors.items():
-        lora[f"base_model.model.{name}.lora_A.weight"] = A.float().contiguous().cpu()
-        lora[f"base_model.model.{name}.lora_B.weight"] = B.float().contiguous().cpu()
-    with atomic_dir(out, force=force) as tmp:
-        for done, task in enumerate(tasks, 1):
-            folder = tmp / _task_dir_name(task.name)
-            config.save_pretrained(folder)
-            head = {f"base_model.model.{base.head_name}.{k}": v.contiguous().cpu() for k, v in pairs[task.name].head.items()}
-            save_file({**lora, **head}, folder / "adapter_model.safetensors", metadata={"format": "pt"})
-            (folder / "osrm_adapter.json").write_text(
-                json.dumps({"name": f"merged-{task.name}", "task": task.name, "label_names": task.label_names, "metric": task.metric,
-                            "init": "merged", "merge": merged.spec.to_dict(), "truncation_error": error}, indent=2)
-            )
-            yield Progress("export", done, len(tasks), task.name)
-    return error
+        tensors[f"base_model.model.{name}.lora_A.weight"] = A.float().contiguous().cpu()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = B.float().contiguous().cpu()
+    tensors.update({f"base_model.model.{base.head_name}.{k}": v.contiguous().cpu() for k, v in head.items()})
+    config.save_pretrained(folder)
+    save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    (folder / "osrm_adapter.json").write_text(json.dumps(metadata, indent=2))
 
 
 def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec) -> dict:
@@ -186,14 +189,13 @@ EXPORT_KINDS = ("full", "adapter", "recipe")
 
 def export_merge(ws, spec: MergeSpec, kind: str, out: str | Path, rank: int | None = None, force: bool = False) -> Generator[Progress, None, dict]:
     """Merge the workspace's adapters and write one export kind; returns what was written."""
-    from .merging import merge_adapters
 
     if kind not in EXPORT_KINDS:
         raise OsrmError(f"unknown export kind {kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
     refuse_existing(out, force)
     if kind == "recipe":
         return {"kind": kind, "path": write_recipe(build_recipe(ws.base, ws.adapters, spec), out, force)}
-    merged = yield from merge_adapters(ws.adapters, spec, ws.base.device)
+    merged = yield from ws.merge(spec)
     if kind == "full":
         path = yield from export_full_models(ws.base, merged, ws.pairs, ws.tasks, out, force)
         return {"kind": kind, "path": path, "tasks": [t.name for t in ws.tasks]}

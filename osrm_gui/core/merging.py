@@ -63,7 +63,10 @@ class MergedState:
         return max(errors) if errors else None
 
 
-def merge_adapters(adapters: list[Adapter], spec: MergeSpec, device: torch.device | str = "cpu") -> Generator[Progress, None, MergedState]:
+def merge_adapters(
+    adapters: list[Adapter], spec: MergeSpec, device: torch.device | str = "cpu", grams: list[dict[str, torch.Tensor]] | None = None
+) -> Generator[Progress, None, MergedState]:
+    """``grams``: per adapter, the Gram matrix of its task's features per layer (RegMean)."""
     if not adapters:
         raise OsrmError("no adapters to merge")
     spec = spec.resolved(len(adapters))
@@ -72,7 +75,7 @@ def merge_adapters(adapters: list[Adapter], spec: MergeSpec, device: torch.devic
     layers: dict[str, LayerResult] = {}
     try:
         for done, (name, result) in enumerate(
-            merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device), 1
+            merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device, grams), 1
         ):
             layers[name] = result
             yield Progress("merge", done, len(names), name)

@@ -16,7 +16,7 @@ from .adapters import Adapter, load_adapter, validate_adapter
 from .atomic import atomic_write_text
 from .errors import OsrmError
 from .merge import get_method
-from .merging import MergeSpec, merge_adapters
+from .merging import MergeSpec
 from .models import BaseModel, load_base
 from .progress import Progress
 from .sweep import SweepPoint, SweepResult, run_sweep
@@ -146,7 +146,7 @@ class MergeSession:
         limit = None if full else self.preview_limit
         spec = self.spec().resolved(len(ws.adapters))
         single = yield from self._single(ws, limit)
-        merged = yield from merge_adapters(ws.adapters, spec, self.base.device)
+        merged = yield from ws.merge(spec)
         scores = yield from ws.evaluate(merged, limit=limit)
         return EvalResult("full" if full else "preview", spec, scores, single)
 

@@ -9,7 +9,7 @@ from typing import Generator
 import numpy as np
 
 from .errors import OsrmError
-from .merging import MergeSpec, merge_adapters
+from .merging import MergeSpec
 from .progress import Progress
 from .workspace import Workspace
 
@@ -65,7 +65,7 @@ def run_sweep(
     result = SweepResult(target, spec)
     for i, value in enumerate(values):
         point_spec = spec_at(spec, names, target, value)
-        merged = yield from merge_adapters(ws.adapters, point_spec, ws.base.device)
+        merged = yield from ws.merge(point_spec)
         scores = yield from ws.evaluate(merged, split, limit)
         point = SweepPoint(value, {task: s["metric"] for task, s in scores.items()})
         result.points.append(point)

@@ -42,10 +42,12 @@ class TrainSettings:
     freeze_b: bool = False
     a_lr_multiplier: float = 1.0
     use_rslora: bool = False
+    osrm_tasks: list[str] | None = None  # task specs of the *other* tasks, for the OSRM inits
+    osrm_samples: int = 100
 
     def total_steps(self, n_train: int) -> int:
-        if self.steps:
-            return int(self.steps)
+        if self.steps is not None and (self.steps or not self.epochs):
+            return int(self.steps)  # 0: initialise and save without training
         epochs = self.epochs or 1.0
         return max(1, math.ceil(epochs * n_train / self.batch_size))
 
@@ -69,15 +71,26 @@ class TrainResult:
 @dataclass(frozen=True)
 class Initialiser:
     """How a new adapter's A and B start. ``peft_init`` goes to LoraConfig;
-    ``after_create(peft_model, task, settings)`` may then overwrite the weights."""
+    ``prepare(base, task, settings)`` runs on the pretrained base before LoRA is
+    added and may yield progress; its result goes to ``after_create(peft_model, state)``,
+    which may then overwrite the weights."""
 
     name: str
     doc: str
     peft_init: bool | str = True
+    prepare: Callable | None = None
     after_create: Callable | None = None
 
 
 INITIALISERS: dict[str, Initialiser] = {}
+UNTRAINED_NOTE = """# Untrained LoRA adapter ({init}) for task {task}
+
+Written by `osrm init`: lora_A holds the {init} initialisation and lora_B is zero, so the
+adapter does not change the base model yet; the classifier head is freshly initialised.
+Train it with any trainer that loads PEFT adapters, e.g.
+`PeftModel.from_pretrained(base, this_folder, is_trainable=True)` with the Hugging Face
+Trainer or TRL, or with `osrm train`.
+"""
 
 
 def register_init(init: Initialiser) -> None:
@@ -86,6 +99,39 @@ def register_init(init: Initialiser) -> None:
 
 register_init(Initialiser("peft-default", "peft's default: Kaiming-uniform A, B = 0", True))
 register_init(Initialiser("gaussian", "peft's Gaussian: A ~ N(0, 1/r), B = 0", "gaussian"))
+
+
+def _osrm_prepare(variant: str):
+    def prepare(base, task, settings):
+        from .features import cached_features
+        from .osrm import subspaces_from_others
+        from .tasks import resolve_task
+
+        others = [resolve_task(spec) for spec in settings.osrm_tasks or []]
+        others = [t for t in others if t.name != task.name]
+        if not others:
+            raise OsrmError(f"init osrm-{variant} needs the other tasks' data (osrm_tasks / --osrm-task); {task.name!r} alone has no 'other' tasks")
+        targets = settings.targets or base.default_targets
+        stats = []
+        for other in others:
+            stats.append((yield from cached_features(base, other, targets, settings.osrm_samples, settings.max_length)))
+        return {"basis": subspaces_from_others(stats, settings.rank, variant), "others": [t.name for t in others],
+                "warnings": [w for s in stats for w in s.warnings]}
+
+    return prepare
+
+
+def _install_lora_a(peft_model, state) -> None:
+    with torch.no_grad():
+        for name, A in state["basis"].items():
+            module = peft_model.base_model.model.get_submodule(name)
+            module.lora_A["default"].weight.copy_(A.to(module.lora_A["default"].weight.dtype))
+            module.lora_B["default"].weight.zero_()
+
+
+for _variant, _doc in (("cov", "OSRM (cov): A = eigenvectors of the other tasks' feature second moment with the smallest eigenvalues, B = 0"),
+                       ("mean", "OSRM (mean, as the official code): A = null space of the other tasks' mean features, B = 0")):
+    register_init(Initialiser(f"osrm-{_variant}", _doc, True, _osrm_prepare(_variant), _install_lora_a))
 
 
 def _lora_params(model, part: str):
@@ -119,6 +165,7 @@ def train_adapter(
     missing = [t for t in targets if not any(n.rsplit(".", 1)[-1] == t for n in base.linear_modules())]
     if missing:
         raise OsrmError(f"target module(s) {', '.join(missing)} not found in {base.name}; its linear layers end in {', '.join(sorted({n.rsplit('.', 1)[-1] for n in base.linear_modules()}))}")
+    prepared = (yield from init.prepare(base, task, settings)) if init.prepare is not None else None
     torch.manual_seed(settings.seed)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
@@ -131,7 +178,7 @@ def train_adapter(
     )
     model = get_peft_model(base.model, config)
     if init.after_create is not None:
-        init.after_create(model, task, settings)
+        init.after_create(model, prepared)
     for part, frozen in (("lora_A", settings.freeze_a), ("lora_B", settings.freeze_b)):
         for p in _lora_params(model, part):
             p.requires_grad_(not frozen)
@@ -170,7 +217,7 @@ def train_adapter(
             if step >= total:
                 break
     model.eval()
-    if not math.isfinite(smoothed):
+    if total and not math.isfinite(smoothed):
         raise OsrmError(f"training {task.name!r} diverged (loss {smoothed}); lower the learning rate")
 
     with atomic_dir(out_dir, force=force) as tmp:
@@ -186,6 +233,7 @@ def train_adapter(
             "label_names": task.label_names,
             "metric": task.metric,
             "init": settings.init,
+            "osrm": {"other_tasks": prepared["others"], "samples": settings.osrm_samples} if isinstance(prepared, dict) and "others" in prepared else None,
             "base": base.name,
             "base_fingerprint": base.fingerprint,
             "task_hash": task.content_hash(),
@@ -193,6 +241,8 @@ def train_adapter(
             "train": {"steps": step, "final_loss": smoothed, "seconds": round(time.perf_counter() - started, 2)},
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        if step == 0:
+            (tmp / "README.md").write_text(UNTRAINED_NOTE.format(init=settings.init, task=task.name))
     return TrainResult(out_dir, step, smoothed, time.perf_counter() - started, metadata["settings"])
 
 

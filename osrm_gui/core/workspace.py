@@ -11,7 +11,8 @@ from torch import nn
 from .adapters import Adapter, load_adapter
 from .errors import OsrmError
 from .evaluation import evaluate_tasks
-from .merging import MergedState, pair_tasks, task_heads, validate_all
+from .merge import get_method
+from .merging import MergedState, MergeSpec, merge_adapters, pair_tasks, task_heads, validate_all
 from .models import BaseModel, load_base
 from .progress import Progress
 from .tasks import Task, resolve_task
@@ -26,12 +27,38 @@ class Workspace:
     warnings: list[str] = field(default_factory=list)
     _heads: dict[str, nn.Module] | None = None
     encoding_cache: dict = field(default_factory=dict)
+    feature_samples: int = 100
+    _grams: dict[str, dict] = field(default_factory=dict)
 
     @property
     def heads(self) -> dict[str, nn.Module]:
         if self._heads is None:
             self._heads = task_heads(self.base, self.pairs)
         return self._heads
+
+    def merge(self, spec: MergeSpec) -> Generator[Progress, None, MergedState]:
+        """Merge the adapters; methods that need feature statistics (RegMean) get them from the cache or the base."""
+        grams = None
+        if get_method(spec.method).needs_grams:
+            grams = yield from self.adapter_grams()
+        return (yield from merge_adapters(self.adapters, spec, self.base.device, grams))
+
+    def adapter_grams(self) -> Generator[Progress, None, list[dict]]:
+        """Per adapter, the Gram matrices of its task's inputs to each of its layers (pretrained base)."""
+        from .features import cached_features
+
+        by_adapter = {id(a): t for t in self.tasks for a in [self.pairs[t.name]]}
+        grams = []
+        for adapter in self.adapters:
+            task = by_adapter.get(id(adapter))
+            if task is None:
+                raise OsrmError(f"{adapter.path}: RegMean needs the adapter's task data to collect its feature statistics")
+            key = f"{adapter.content_hash}|{task.content_hash()}"
+            if key not in self._grams:
+                features = yield from cached_features(self.base, task, adapter.targets, self.feature_samples)
+                self._grams[key] = {name: s.gram for name, s in features.layers.items()}
+            grams.append(self._grams[key])
+        return grams
 
     def evaluate(self, merged: MergedState | None, split: str = "test", limit: int | None = None, batch_size: int = 64, max_length: int = 128) -> Generator[Progress, None, dict]:
         """Metrics per task with the merged backbone (``None``: the bare base, heads only)."""

@@ -266,10 +266,10 @@ def test_compress_dense_matches_numpy():
 
 def test_registry_order_and_unknown_name():
     assert list(METHODS) == [
-        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune", "concat", "svd",
+        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune", "concat", "svd", "regmean",
     ]
     assert all(m.label and m.doc for m in METHODS.values())
-    with pytest.raises(ValueError, match="linear.*svd"):
+    with pytest.raises(ValueError, match="linear.*svd.*regmean"):
         get_method("nope")
 
 

@@ -6,7 +6,7 @@ Every method merges one layer at a time from its LoRA factors (see
 
 from __future__ import annotations
 
-from . import concat, dare, linear, magnitude_prune, svd, task_arithmetic, ties
+from . import concat, dare, linear, magnitude_prune, regmean, svd, task_arithmetic, ties
 from .base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
 from .engine import fidelity, layer_seed, merge_layers
 
@@ -21,6 +21,7 @@ METHODS: dict[str, MergeMethod] = {
         magnitude_prune.METHOD,
         concat.METHOD,
         svd.METHOD,
+        regmean.METHOD,
     )
 }
 

@@ -84,6 +84,8 @@ class LayerContext:
     params: dict
     seed: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # per adapter index: the Gram matrix HᵀH of its task's inputs to this layer (methods with needs_grams)
+    grams: dict[int, torch.Tensor] | None = None
 
 
 @dataclass
@@ -111,6 +113,7 @@ class MergeMethod:
     params: tuple[Param, ...]
     merge_layer: Callable[[list[LoraDelta], LayerContext], LayerResult]
     low_rank: bool = False  # result comes as factors (exportable as a PEFT adapter as is)
+    needs_grams: bool = False  # needs each adapter's task feature statistics (RegMean)
 
     def resolve_params(self, given: dict | None) -> dict:
         """Defaults filled in, each value validated; unknown names are an error."""

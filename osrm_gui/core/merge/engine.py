@@ -54,6 +54,7 @@ def merge_layers(
     params: dict | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    grams: Sequence[Mapping[str, torch.Tensor]] | None = None,
 ) -> Iterator[tuple[str, LayerResult]]:
     """Merge ``adapters`` layer by layer; yields ``(layer_name, LayerResult)``.
 
@@ -73,10 +74,17 @@ def merge_layers(
         raise ValueError("coefficients and λ must be finite numbers")
     resolved = method.resolve_params(params)
     names = _check_shapes(adapters)
-    return _iterate(adapters, method, names, coefficients, float(lam), resolved, int(seed), torch.device(device))
+    if method.needs_grams:
+        if grams is None or len(grams) != len(adapters):
+            raise ValueError(f"method {method.name!r} needs the feature statistics (Gram matrices) of every adapter's task")
+        for i, (adapter, gram) in enumerate(zip(adapters, grams)):
+            missing = sorted(set(adapter) - set(gram))
+            if missing:
+                raise ValueError(f"method {method.name!r}: no Gram matrix for layer {missing[0]!r} of adapter {i}")
+    return _iterate(adapters, method, names, coefficients, float(lam), resolved, int(seed), torch.device(device), grams)
 
 
-def _iterate(adapters, method, names, coefficients, lam, params, seed, device):
+def _iterate(adapters, method, names, coefficients, lam, params, seed, device, grams=None):
     for name in names:
         deltas = [
             LoraDelta(
@@ -88,7 +96,10 @@ def _iterate(adapters, method, names, coefficients, lam, params, seed, device):
             for i, adapter in enumerate(adapters)
             if name in adapter
         ]
-        ctx = LayerContext(name, coefficients, lam, dict(params), layer_seed(seed, name), device)
+        layer_grams = None
+        if grams is not None:
+            layer_grams = {i: g[name].to(device=device, dtype=torch.float64) for i, g in enumerate(grams) if name in g and name in adapters[i]}
+        ctx = LayerContext(name, coefficients, lam, dict(params), layer_seed(seed, name), device, layer_grams)
         result = method.merge_layer(deltas, ctx)
         del deltas
         yield name, result

@@ -1,0 +1,182 @@
+"""Feature statistics of the pretrained base: for every LoRA-targeted linear
+layer, the token count, the sum of its input rows and their Gram matrix ``HᵀH``,
+accumulated streaming in float64 with padding excluded. OSRM subspaces and
+RegMean both start from these; they are cached on disk in safetensors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+import torch
+
+from .errors import OsrmError
+from .evaluation import encode_split, iter_batches
+from .models import BaseModel, is_linear, linear_shape
+from .progress import Progress
+from .tasks import Task, TaskSplit
+
+DEFAULT_SAMPLES = 100
+STATS_FORMAT = "osrm-gui/features@1"
+
+
+@dataclass
+class LayerStats:
+    count: int
+    sum: torch.Tensor  # (d_in,) float64
+    gram: torch.Tensor  # (d_in, d_in) float64, un-centred: Σ h hᵀ
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def second_moment(self) -> torch.Tensor:
+        """``HᵀH / (n − 1)``, the paper's (un-centred) S."""
+        return self.gram / max(self.count - 1, 1)
+
+    def __add__(self, other: "LayerStats") -> "LayerStats":
+        return LayerStats(self.count + other.count, self.sum + other.sum, self.gram + other.gram)
+
+
+@dataclass
+class TaskFeatures:
+    task: str
+    key: str
+    layers: dict[str, LayerStats]
+    samples: int  # examples actually used
+    meta: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted({name.rsplit(".", 1)[-1] for name in self.layers})
+
+
+def target_layers(base: BaseModel, targets: list[str]) -> dict[str, torch.nn.Module]:
+    layers = {n: m for n, m in base.linear_modules().items() if n.rsplit(".", 1)[-1] in targets}
+    missing = [t for t in targets if not any(n.rsplit(".", 1)[-1] == t for n in layers)]
+    if missing:
+        raise OsrmError(f"target module(s) {', '.join(missing)} not found in {base.name}")
+    return layers
+
+
+def sample_split(split: TaskSplit, samples: int, seed: int) -> TaskSplit:
+    order = np.sort(np.random.default_rng(seed).permutation(len(split))[: min(samples, len(split))])
+    return TaskSplit([split.texts[i] for i in order], split.labels[order], [split.pairs[i] for i in order] if split.pairs else None)
+
+
+def features_key(base: BaseModel, task: Task, targets: list[str], samples: int, max_length: int, seed: int) -> str:
+    spec = json.dumps([base.fingerprint, task.content_hash(), sorted(targets), samples, max_length, seed])
+    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+
+def collect_features(
+    base: BaseModel, task: Task, targets: list[str] | None = None, samples: int = DEFAULT_SAMPLES, max_length: int = 128,
+    seed: int = 0, batch_size: int = 32, split: str = "train",
+) -> Generator[Progress, None, TaskFeatures]:
+    """Run the pretrained base (no adapter) over ``samples`` seeded examples of ``task``."""
+    targets = targets or base.default_targets
+    layers = target_layers(base, targets)
+    data = task.split(split)
+    warnings = []
+    if len(data) < samples:
+        warnings.append(f"task {task.name!r} has {len(data)} {split} examples, fewer than the {samples} asked for: using all of them")
+    data = sample_split(data, samples, seed)
+    device = base.device
+    stats = {n: LayerStats(0, torch.zeros(linear_shape(m)[1], dtype=torch.float64, device=device),
+                           torch.zeros(linear_shape(m)[1], linear_shape(m)[1], dtype=torch.float64, device=device)) for n, m in layers.items()}
+    current = {}
+
+    def hook(name):
+        def accumulate(_module, inputs, _output):
+            rows = inputs[0][current["mask"]].to(torch.float64)  # real tokens only: padding is left out
+            s = stats[name]
+            s.count += rows.shape[0]
+            s.sum += rows.sum(0)
+            s.gram += rows.T @ rows
+        return accumulate
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+    encoded = encode_split(base.tokenizer, data, max_length)
+    base.clear_deltas()
+    try:
+        with torch.inference_mode():
+            n = len(encoded.input_ids)
+            for start, inputs in iter_batches(encoded, batch_size, base.tokenizer.pad_token_id or 0, device):
+                current["mask"] = inputs["attention_mask"].bool()
+                base.model(**inputs)
+                yield Progress(f"features:{task.name}", min(start + batch_size, n), n)
+    finally:
+        for handle in handles:
+            handle.remove()
+    cpu = {n: LayerStats(s.count, s.sum.cpu(), s.gram.cpu()) for n, s in stats.items()}
+    key = features_key(base, task, targets, samples, max_length, seed)
+    meta = {"base": base.name, "base_fingerprint": base.fingerprint, "task_hash": task.content_hash(), "targets": sorted(targets),
+            "samples_asked": samples, "max_length": max_length, "seed": seed}
+    return TaskFeatures(task.name, key, cpu, len(data), meta, warnings)
+
+
+def cache_dir() -> Path:
+    """``$OSRM_GUI_CACHE`` if set, else the platform's user cache folder."""
+    import os
+
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("OSRM_GUI_CACHE") or user_cache_dir("osrm-gui")) / "features"
+
+
+def save_features(features: TaskFeatures, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from .atomic import atomic_file
+
+    tensors = {}
+    for name, s in features.layers.items():
+        tensors[f"{name}.sum"] = s.sum.contiguous()
+        tensors[f"{name}.gram"] = s.gram.contiguous()
+    counts = {name: s.count for name, s in features.layers.items()}
+    metadata = {"format": STATS_FORMAT, "task": features.task, "key": features.key, "samples": str(features.samples),
+                "counts": json.dumps(counts), "meta": json.dumps(features.meta)}
+    with atomic_file(path, force=True) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_features(path: Path) -> TaskFeatures:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            metadata = fh.metadata() or {}
+            if metadata.get("format") != STATS_FORMAT:
+                raise OsrmError(f"{path}: not an osrm-gui feature-statistics file")
+            counts = json.loads(metadata["counts"])
+            layers = {name: LayerStats(count, fh.get_tensor(f"{name}.sum"), fh.get_tensor(f"{name}.gram")) for name, count in counts.items()}
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise OsrmError(f"{path}: corrupt feature statistics ({exc})") from None
+    return TaskFeatures(metadata["task"], metadata["key"], layers, int(metadata["samples"]), json.loads(metadata["meta"]))
+
+
+def cached_features(
+    base: BaseModel, task: Task, targets: list[str] | None = None, samples: int = DEFAULT_SAMPLES, max_length: int = 128,
+    seed: int = 0, cache: Path | None = None,
+) -> Generator[Progress, None, TaskFeatures]:
+    """Statistics from the disk cache when the same (base, data, targets, samples, length, seed) was seen, else collected and stored."""
+    targets = targets or base.default_targets
+    folder = cache if cache is not None else cache_dir()
+    path = folder / f"{features_key(base, task, targets, samples, max_length, seed)}.safetensors"
+    if path.is_file():
+        try:
+            features = load_features(path)
+            features.meta["cache"] = "hit"
+            return features
+        except OsrmError:
+            path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+    features = yield from collect_features(base, task, targets, samples, max_length, seed)
+    save_features(features, path)
+    features.meta["cache"] = "miss"
+    return features
