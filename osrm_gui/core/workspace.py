@@ -38,6 +38,7 @@ class Workspace:
 
     def merge(self, spec: MergeSpec) -> Generator[Progress, None, MergedState]:
         """Merge the adapters; methods that need feature statistics (RegMean) get them from the cache or the base."""
+        spec = spec.resolved(len(self.adapters))  # unknown methods and bad parameters fail here, in one line
         grams = None
         if get_method(spec.method).needs_grams:
             grams = yield from self.adapter_grams()

@@ -17,9 +17,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("adapters", nargs="*", help="PEFT LoRA adapter folders to load")
     parser.add_argument("--base", help="local Hugging Face model folder (default: the embedded all-MiniLM-L6-v2)")
     parser.add_argument("--workspace", help="a workspace file saved by the app")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when present; remembered)")
-    parser.add_argument("--preview-size", type=int, help="test examples per task in the live preview (remembered)")
-    return parser.parse_args(argv)
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 … (default auto: CUDA when present; remembered until changed)")
+    parser.add_argument("--preview-size", type=int, help="test examples per task in the live preview, at least 10 (remembered)")
+    args = parser.parse_args(argv)
+    if args.preview_size is not None and args.preview_size < 10:
+        parser.error("--preview-size must be at least 10")
+    if args.device is not None:
+        from ..core.device import pick_device
+        from ..core.errors import OsrmError
+
+        try:
+            if args.device != "auto":
+                pick_device(args.device)
+        except OsrmError as exc:
+            parser.error(str(exc))
+    return args
 
 
 def settings():
@@ -36,7 +48,7 @@ def build_window(args: argparse.Namespace):
     store = settings()
     if args.device:
         store.setValue("device", args.device)
-    if args.preview_size:
+    if args.preview_size is not None:
         store.setValue("preview_size", args.preview_size)
     device = store.value("device") or None
     session = MergeSession(device=None if device == "auto" else device, preview_limit=int(store.value("preview_size", 100)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from .. import __version__
@@ -21,6 +21,7 @@ from .widgets.sweep_panel import SweepPanel
 
 MAX_RECENT = 8
 TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"
+SPLITTERS = ("window/splitter", "window/left_splitter")
 
 
 def dropped_adapter_paths(mime) -> list[str]:
@@ -44,7 +45,7 @@ class MainWindow(QMainWindow):
         self.merge = MergePanel(model)
         self.results = ResultsPlot(model)
         self.sweeps = SweepPanel(model)
-        left = QSplitter(Qt.Vertical)
+        self.left = left = QSplitter(Qt.Vertical)
         left.addWidget(_titled("Adapters", self.adapters))
         left.addWidget(_titled("Merge", self.merge))
         self.tabs = QTabWidget()
@@ -69,14 +70,15 @@ class MainWindow(QMainWindow):
         geometry = settings.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        splitter = settings.value("window/splitter")
-        if splitter is not None:
-            self.splitter.restoreState(splitter)
+        for key, splitter in zip(SPLITTERS, (self.splitter, self.left)):
+            state = settings.value(key)
+            if state is not None:
+                splitter.restoreState(state)
 
     # -- building ---------------------------------------------------------------
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.device_label = QLabel("device: —")
+        self.device_label = QLabel("loading model…")
         self.device_label.setObjectName("deviceLabel")
         self.job_label = QLabel("")
         self.job_label.setObjectName("jobLabel")
@@ -110,7 +112,7 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         self._action(file, "Open &base model…", self.open_base_dialog, "Ctrl+B", "Load a local Hugging Face model folder")
         self._action(file, "&Add adapters…", self.add_adapters_dialog, QKeySequence.Open, "Add PEFT LoRA adapter folders")
-        self._action(file, "Add &task data…", lambda: self.pair_data_dialog(self.adapters._selected() or 0), "Ctrl+T")
+        self._action(file, "Add &task data…", self._pair_selected, "Ctrl+T", "Choose the evaluation data of the selected adapter")
         file.addSeparator()
         self._action(file, "Open &workspace…", self.open_workspace_dialog, "Ctrl+Shift+O")
         self._action(file, "&Save workspace", self.save_workspace, QKeySequence.Save)
@@ -135,8 +137,8 @@ class MainWindow(QMainWindow):
         self._action(merge, "&Sweep", lambda: (self.tabs.setCurrentWidget(self.sweeps), self.sweeps.start_sweep()), "Ctrl+Shift+S")
         self._action(merge, "&Cancel job", self.model.jobs.cancel, "Esc")
         help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&About", lambda: show_error(self, "About osrm-gui", f"osrm-gui {__version__} — LoRA merging workbench. "
-                                                              "Every action here also runs headless: see `osrm --help`."))
+        self._action(help_menu, "&About", lambda: QMessageBox.about(self, "About osrm-gui", f"osrm-gui {__version__}: a workbench for merging "
+                                                                      "LoRA adapters. Every action here also runs headless: see `osrm --help`."))
 
     # -- jobs in the status bar -------------------------------------------------
     def _job_started(self, label: str) -> None:
@@ -185,6 +187,13 @@ class MainWindow(QMainWindow):
             except Exception as exc:  # noqa: BLE001 - shown to the user, the session stays as it was
                 show_error(self, "Cannot use this data", str(exc))
 
+    def _pair_selected(self) -> None:
+        row = self.adapters._selected()
+        if row is None:
+            self.statusBar().showMessage("Select an adapter in the table first, then add its task data", 6000)
+            return
+        self.pair_data_dialog(row)
+
     def open_workspace_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open workspace", "", "osrm-gui workspace (*.json)")
         if path:
@@ -202,7 +211,7 @@ class MainWindow(QMainWindow):
             self.model.save_workspace(path)
 
     def export_dialog(self) -> ExportDialog:
-        dialog = ExportDialog(self.model, self, str(Path.cwd() / "merged"))
+        dialog = ExportDialog(self.model, self, str(Path.cwd()))
         dialog.open()
         return dialog
 
@@ -231,7 +240,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/splitter", self.splitter.saveState())
+        for key, splitter in zip(SPLITTERS, (self.splitter, self.left)):
+            self.settings.setValue(key, splitter.saveState())
         self.settings.setValue("preview_size", self.model.session.preview_limit)
         self.model.jobs.cancel()
         self.model.jobs.wait(10)

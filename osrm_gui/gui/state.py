@@ -61,12 +61,14 @@ class SessionModel(QObject):
     def open_demo(self) -> None:
         from ..demo import demo_adapter_paths
 
-        self.open_paths(None, [str(p) for p in demo_adapter_paths()])
+        # the same merge `osrm demo run` (and so `make run`) prints: task arithmetic at λ = 0.5
+        self.open_paths(None, [str(p) for p in demo_adapter_paths()], lam=0.5)
 
-    def open_paths(self, base: str | None, adapters: list[str]) -> None:
+    def open_paths(self, base: str | None, adapters: list[str], lam: float | None = None) -> None:
         """Load a base (None: the embedded MiniLM) and adapters, replacing the session."""
         def job():
-            session = MergeSession(device=self.session.device, preview_limit=self.session.preview_limit)
+            session = MergeSession(device=self.session.device, preview_limit=self.session.preview_limit,
+                                   lam=self.session.lam if lam is None else lam)
             yield Progress("load", 0, len(adapters) + 1, "base model")
             session.load_base(base)
             refused = []
@@ -192,7 +194,9 @@ class SessionModel(QObject):
     def preview(self) -> None:
         if self.session.base is None or not self.session.active():
             return
-        self.jobs.start("Preview", lambda: self.session.evaluate_job(full=False), self._result_ready)
+        # a preview replaces an older preview, but waits for a sweep, an export or a full evaluation
+        preempt = self.jobs.current_label in (None, "Preview")
+        self.jobs.start("Preview", lambda: self.session.evaluate_job(full=False), self._result_ready, preempt=preempt)
 
     def full_evaluation(self) -> None:
         self.jobs.start("Full evaluation", lambda: self.session.evaluate_job(full=True), self._result_ready)

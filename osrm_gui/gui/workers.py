@@ -87,11 +87,15 @@ class JobSlot(QObject):
     def current_label(self) -> str | None:
         return self._current.label if self._current else None
 
-    def start(self, label: str, factory: Callable[[], Generator], on_result: Callable | None = None, on_event: Callable | None = None) -> None:
-        """Run ``factory()``'s generator; a running job is cancelled first."""
+    def start(self, label: str, factory: Callable[[], Generator], on_result: Callable | None = None, on_event: Callable | None = None,
+              preempt: bool = True) -> None:
+        """Run ``factory()``'s generator. A running job is cancelled first, unless
+        ``preempt`` is false: then the new job waits for it (replacing any other waiting job)."""
         job = _Job(label, factory, on_result, on_event)
         if self._worker is not None:
             self._pending = job
+            if not preempt:
+                return
             self._outcome = "cancelled"
             self._worker.quit()
             return

@@ -260,3 +260,24 @@ def test_workspace_save_and_reopen(qtbot, window, tmp_path, qapp):
 
     recent = QSettings(QSettings.IniFormat, QSettings.UserScope, "osrm-gui", "osrm-gui").value("recent")
     assert str(path) in recent
+
+
+def test_a_slider_moved_during_a_sweep_waits_for_it(qtbot, window):
+    window.sweeps.count.setValue(5)
+    window.sweeps.start_sweep()
+    qtbot.waitUntil(lambda: window.model.jobs.current_label == "Sweep lambda", timeout=5000)
+    with qtbot.waitSignal(window.model.sweepFinished, timeout=60000) as finished:
+        window.merge.rows[0].spin.setValue(0.3)  # asks for a preview while the sweep runs
+    assert len(finished.args[0].points) == 5  # the sweep was not cancelled
+    qtbot.waitUntil(lambda: window.model.result.spec.coefficients[0] == pytest.approx(0.3), timeout=20000)
+
+
+def test_empty_states_say_what_to_do(qtbot, tiny_base_dir):
+    from osrm_gui.gui.app import build_window, parse_args
+
+    win = build_window(parse_args(["--base", str(tiny_base_dir)]))
+    qtbot.addWidget(win)
+    wait_idle(qtbot, win)
+    assert "drop PEFT LoRA adapter folders" in win.results.summary.text()
+    with pytest.raises(SystemExit):
+        parse_args(["--preview-size", "0"])

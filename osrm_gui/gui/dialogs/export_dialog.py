@@ -12,13 +12,16 @@ from ..state import SessionModel
 
 KINDS = {
     "full": "Full model per task (loads with transformers' AutoModelForSequenceClassification)",
-    "adapter": "Merged LoRA adapter per task (PEFT format; exact for concat, else SVD-compressed)",
+    "adapter": "Merged LoRA adapter per task (PEFT format; exact for concat and svd, else SVD-compressed)",
     "recipe": "Recipe JSON (replay with `osrm merge --recipe`)",
 }
 
 
+DEFAULT_NAMES = {"full": "merged-models", "adapter": "merged-adapters", "recipe": "merge.recipe.json"}
+
+
 class ExportDialog(QDialog):
-    def __init__(self, model: SessionModel, parent: QWidget | None = None, folder: str = ""):
+    def __init__(self, model: SessionModel, parent: QWidget | None = None, folder: str = "."):
         super().__init__(parent)
         self.setWindowTitle("Export merge")
         self.model = model
@@ -35,7 +38,8 @@ class ExportDialog(QDialog):
         self.rank.setToolTip("Rank of the SVD-compressed adapter (dense merges such as TIES need one)")
         self.exact = QCheckBox("exact (no compression)")
         self.exact.setToolTip("Only for the low-rank methods (concat, svd): keep the merged factors as they are")
-        self.path = QLineEdit(folder)
+        self.folder = folder
+        self.path = QLineEdit()
         self.path.setObjectName("exportPath")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -72,6 +76,9 @@ class ExportDialog(QDialog):
         return self.group.checkedButton().property("kind")
 
     def _update(self) -> None:
+        defaults = {f"{self.folder}/{name}" for name in DEFAULT_NAMES.values()}
+        if not self.path.text() or self.path.text() in defaults:
+            self.path.setText(f"{self.folder}/{DEFAULT_NAMES[self.kind]}")
         low_rank = get_method(self.model.session.method).low_rank
         self.exact.setEnabled(self.kind == "adapter" and low_rank)
         if not low_rank:

@@ -26,11 +26,12 @@ class ResultsPlot(QWidget):
         self.plot.addLegend(offset=(-10, 10))
         self.single_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=SINGLE, name="adapter alone")
         self.merged_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MERGED, name="merged")
-        self.average_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(MERGED, width=2, style=pg.QtCore.Qt.DashLine))
+        self.average_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(MERGED, width=2, style=pg.QtCore.Qt.DashLine),
+                                            label="merged average {value:.3f}", labelOpts={"position": 0.02, "color": MERGED, "anchors": [(0, 1), (0, 1)]})
         for item in (self.single_bars, self.merged_bars, self.average_line):
             self.plot.addItem(item)
         self.labels: list[pg.TextItem] = []
-        self.summary = QLabel("No results yet")
+        self.summary = QLabel("Loading…")
         self.summary.setObjectName("resultsSummary")
         self.summary.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -38,7 +39,19 @@ class ResultsPlot(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.plot, 1)
         model.resultChanged.connect(self.refresh)
+        model.adaptersChanged.connect(self.refresh)
+        model.jobs.busyChanged.connect(lambda _busy: self.refresh())
         self.refresh()
+
+    def _empty_text(self) -> str:
+        slots = self.model.slots
+        if self.model.jobs.busy:
+            return f"{self.model.jobs.current_label}…"
+        if not slots:
+            return "No adapters yet: drop PEFT LoRA adapter folders on the window (or File ▸ Add adapters…)"
+        if not any(s.task is not None and s.enabled for s in slots):
+            return "No evaluation data: select an adapter and use Pair data… to choose its task's data"
+        return "No results yet: move a coefficient, or Merge ▸ Preview now (Ctrl+R)"
 
     def values(self) -> dict[str, tuple[float | None, float]]:
         """What the chart shows: task -> (adapter alone, merged)."""
@@ -57,7 +70,8 @@ class ResultsPlot(QWidget):
             self.single_bars.setOpts(x=[], height=[])
             self.merged_bars.setOpts(x=[], height=[])
             self.average_line.hide()
-            self.summary.setText("No results yet: load adapters and move a coefficient")
+            self.plot.getAxis("bottom").setTicks([[]])
+            self.summary.setText(self._empty_text())
             return
         tasks = list(values)
         x = np.arange(len(tasks), dtype=float)
@@ -67,11 +81,14 @@ class ResultsPlot(QWidget):
         self.merged_bars.setOpts(x=x + 0.2, height=merged)
         self.average_line.setValue(result.average)
         self.average_line.show()
-        for xi, value in zip(x, merged):
-            label = pg.TextItem(f"{value:.3f}", color=MERGED, anchor=(0.5, 1.0))
-            label.setPos(xi + 0.2, value)
-            self.plot.addItem(label)
-            self.labels.append(label)
+        for xi, alone, value in zip(x, single, merged):
+            for position, number, colour in ((xi - 0.2, alone, (90, 90, 90)), (xi + 0.2, value, MERGED)):
+                label = pg.TextItem(f"{number:.3f}", color=colour, anchor=(0.5, 1.0), fill=pg.mkBrush(255, 255, 255, 200))
+                label.setPos(position, number)
+                self.plot.addItem(label)
+                self.labels.append(label)
+        metrics = {s.task.metric for s in self.model.slots if s.task is not None and s.task.name in values}
+        self.plot.setLabel("left", metrics.pop() if len(metrics) == 1 else "metric")
         self.plot.getAxis("bottom").setTicks([list(zip(x, tasks))])
         self.plot.setXRange(-0.6, len(tasks) - 0.4, padding=0)
         top = max(1.0, max(merged + single) * 1.08)

@@ -73,7 +73,7 @@ class SweepPlot(pg.PlotWidget):
             return
         x = self.plotItem.vb.mapSceneToView(position).x()
         point = min(self.result.points, key=lambda p: abs(p.value - x))
-        lines = [f"{self.result.target} = {point.value:g}"] + [f"{t}: {v:.3f}" for t, v in point.scores.items()] + [f"average: {point.average:.3f}"]
+        lines = [f"{'λ' if self.result.target == 'lambda' else self.result.target} = {point.value:g}"] + [f"{t}: {v:.3f}" for t, v in point.scores.items()] + [f"average: {point.average:.3f}"]
         self.readout.setText("\n".join(lines))
         self.readout.setPos(point.value, point.average)
         self.readout.show()

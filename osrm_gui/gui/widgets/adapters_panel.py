@@ -28,6 +28,7 @@ class AdaptersPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setWordWrap(False)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.table.setToolTip("Drop adapter folders (or their adapter_config.json) anywhere on the window")
         self.hint = QLabel("Drop PEFT LoRA adapter folders here, or use Add…")
         self.hint.setObjectName("dropHint")
@@ -36,17 +37,22 @@ class AdaptersPanel(QWidget):
         self.refusals.setWordWrap(True)
         self.refusals.setStyleSheet("color: #b00020")
         self.refusals.hide()
+        self.clear_refusals = QPushButton("Clear messages")
+        self.clear_refusals.setObjectName("clearRefusals")
+        self.clear_refusals.clicked.connect(self._clear_refusals)
+        self.clear_refusals.hide()
         add = QPushButton("Add…")
         add.clicked.connect(self.addRequested)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self._remove)
         self.pair_button = QPushButton("Pair data…")
-        self.pair_button.setToolTip("Choose the evaluation data (CSV/TSV/JSONL/Parquet/datasets folder) of the selected adapter's task")
+        self.pair_button.setToolTip("Choose the evaluation data file (CSV, TSV, JSONL, JSON or Parquet) of the selected adapter's task")
         self.pair_button.clicked.connect(lambda: self._selected() is not None and self.pairRequested.emit(self._selected()))
         buttons = QHBoxLayout()
         for b in (add, self.remove_button, self.pair_button):
             buttons.addWidget(b)
         buttons.addStretch()
+        buttons.addWidget(self.clear_refusals)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table)
@@ -73,6 +79,12 @@ class AdaptersPanel(QWidget):
         lines = [line for line in self.refusals.text().split("\n") if line][-3:]
         self.refusals.setText("\n".join([*lines, f"Refused: {reason}"]))
         self.refusals.show()
+        self.clear_refusals.show()
+
+    def _clear_refusals(self) -> None:
+        self.refusals.clear()
+        self.refusals.hide()
+        self.clear_refusals.hide()
 
     def refresh(self) -> None:
         self._filling = True
