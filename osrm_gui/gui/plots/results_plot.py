@@ -26,10 +26,11 @@ class ResultsPlot(QWidget):
         self.plot.addLegend(offset=(-10, 10))
         self.single_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=SINGLE, name="adapter alone")
         self.merged_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MERGED, name="merged")
-        self.average_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(MERGED, width=2, style=pg.QtCore.Qt.DashLine),
-                                            label="merged average {value:.3f}", labelOpts={"position": 0.02, "color": MERGED, "anchors": [(0, 1), (0, 1)]})
+        dashed = pg.mkPen(MERGED, width=2, style=pg.QtCore.Qt.DashLine)
+        self.average_line = pg.InfiniteLine(angle=0, pen=dashed)
         for item in (self.single_bars, self.merged_bars, self.average_line):
             self.plot.addItem(item)
+        self.plot.plot([], [], pen=dashed, name="merged average")  # the dashed line's legend entry
         self.labels: list[pg.TextItem] = []
         self.summary = QLabel("Loading…")
         self.summary.setObjectName("resultsSummary")
