@@ -53,6 +53,23 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="task i trains with seed+i, so no two adapters share an initial A")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=_run_demo)
+    q = demo_sub.add_parser("compare", help="compare initialisation families (peft default vs OSRM …) on the demo over seeds")
+    q.add_argument("--families", default="peft-default,osrm-cov,osrm-cov-frozen,peft-default-frozen",
+                   help="comma-separated, from: " + ", ".join(_families()))
+    q.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; task i of seed s trains with seed 100·s + i")
+    q.add_argument("--steps", type=int, default=LORA["steps"])
+    q.add_argument("--work", type=Path, help="where the trained adapters are kept and reused (default: the user cache)")
+    q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
+    q.add_argument("--json", type=Path, help="write every run's numbers to this JSON file")
+    q.add_argument("--from-json", type=Path, help="only print the summary of a JSON file written before (no training)")
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=_run_demo)
+
+
+def _families():
+    from .core.compare import FAMILIES
+
+    return list(FAMILIES)
 
 
 def _run_demo(args) -> int:
@@ -73,6 +90,8 @@ def main(args) -> int:
         return 0
     if args.demo_command == "build":
         return build(args)
+    if args.demo_command == "compare":
+        return compare(args)
     return run(args)
 
 
@@ -92,6 +111,40 @@ def run(args) -> int:
     print(f"Demo suite: {len(ws.tasks)} tasks on {ws.base.name}; merge = {merged.spec.method}, λ = {lam:g}, params {merged.spec.params}")
     print("single = each adapter alone; merged = one backbone for all tasks, each task through its own head\n")
     print(format_table(score_rows(ws, scores, single)))
+    return 0
+
+
+def compare(args) -> int:
+    from .core import compare as cmp
+    from .core.demo_tasks import DEMO_TASKS, load_demo_task
+    from .core.features import cache_dir
+    from .core.training import TrainSettings
+
+    if args.from_json:
+        meta, runs = cmp.load_runs(args.from_json)
+    else:
+        families = args.families.split(",")
+        seeds = [int(s) for s in args.seeds.split(",")]
+        tasks = [load_demo_task(name) for name in DEMO_TASKS]
+        work = args.work or cache_dir().parent / "demo-compare"
+        base_settings = TrainSettings(**{**LORA, "steps": args.steps})
+        device = None if args.device == "auto" else args.device
+        runs = drive(cmp.compare(families, seeds, tasks, work, base_settings, device, args.limit), "compare")
+        meta = {"command": "osrm demo compare --families " + args.families + " --seeds " + args.seeds
+                + (f" --steps {args.steps}" if args.steps != LORA["steps"] else "") + (f" --limit {args.limit}" if args.limit else ""),
+                "lora": {**LORA, "steps": args.steps}, "built_with": f"osrm-gui {__version__}", "families": {f: cmp.FAMILIES[f][1] for f in families}}
+        if args.json:
+            cmp.save_runs(runs, args.json, meta)
+    manifest = read_manifest()
+    probe = sum(e["test"]["head_only_probe"] for e in manifest["tasks"].values()) / len(manifest["tasks"])
+    print(f"{meta['command']}")
+    print("average over the 4 demo tasks of the test accuracy; ± is the standard deviation over seeds")
+    print(f"floor: head-only probe on the frozen base {probe:.3f} (from the manifest)\n")
+    print(format_table(cmp.summarise(runs)))
+    for family, text in meta.get("families", {}).items():
+        print(f"  {family}: {text}")
+    if args.json and not args.from_json:
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,0 +1,132 @@
+"""Initialisation families compared on a task suite: train one adapter per task
+for each family and seed, then measure single-task scores, merged scores (task
+arithmetic over a λ grid, TIES), normalised scores and mean interference."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+
+from .errors import OsrmError
+from .interference import interference_matrix, mean_interference
+from .merging import MergeSpec
+from .progress import Progress
+from .tasks import Task
+from .training import TrainSettings, train_adapter
+from .workspace import Workspace, open_workspace
+
+# name -> (settings that differ from the baseline, what it is)
+FAMILIES: dict[str, tuple[dict, str]] = {
+    "peft-default": ({"init": "peft-default"}, "peft's default init (Kaiming-uniform A, B = 0), A and B trained"),
+    "gaussian": ({"init": "gaussian"}, "peft's Gaussian init (A ~ N(0, 1/r)), A and B trained"),
+    "osrm-cov": ({"init": "osrm-cov"}, "OSRM cov init, A and B trained (the paper's setting)"),
+    "osrm-cov-a0.1": ({"init": "osrm-cov", "a_lr_multiplier": 0.1}, "OSRM cov init, A trained at 0.1× the learning rate"),
+    "osrm-cov-frozen": ({"init": "osrm-cov", "freeze_a": True}, "OSRM cov init, A frozen, only B (and the head) trained"),
+    "peft-default-frozen": ({"init": "peft-default", "freeze_a": True}, "peft's default init, A frozen (control for osrm-cov-frozen)"),
+    "osrm-mean": ({"init": "osrm-mean"}, "OSRM mean init (official code's variant), A and B trained"),
+}
+LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class FamilyRun:
+    family: str
+    seed: int
+    single: dict[str, float]
+    task_arithmetic: dict[str, dict[str, float]]  # str(λ) -> task -> metric
+    ties: dict[str, float]
+    interference: float
+    paths: list[str] = field(default_factory=list)
+
+
+def family_settings(family: str, base: TrainSettings, seed: int, task_index: int, task_specs: list[str]) -> TrainSettings:
+    if family not in FAMILIES:
+        raise OsrmError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    overrides = FAMILIES[family][0]
+    return TrainSettings(**{**asdict(base), **overrides, "seed": seed * 100 + task_index, "osrm_tasks": task_specs})
+
+
+def train_family(
+    family: str, seed: int, tasks: list[Task], work: Path, base_settings: TrainSettings, device: str | None = None,
+    base_path: str | Path | None = None,
+) -> Generator[Progress, None, list[Path]]:
+    """One adapter per task; an adapter already trained with the same settings is reused."""
+    specs = [t.extra.get("spec") or t.name for t in tasks]
+    paths = []
+    for index, task in enumerate(tasks):
+        settings = family_settings(family, base_settings, seed, index, specs)
+        folder = work / family / f"seed{seed}" / task.name
+        if folder.is_dir():
+            meta = json.loads((folder / "osrm_adapter.json").read_text())
+            if meta.get("settings", {}).get("seed") == settings.seed and meta.get("task_hash") == task.content_hash() \
+                    and meta.get("settings", {}).get("steps") == settings.steps:
+                paths.append(folder)
+                continue
+        yield from train_adapter(base_path, task, folder, settings, device, force=True)
+        paths.append(folder)
+    return paths
+
+
+def evaluate_family(ws: Workspace, family: str, seed: int, limit: int | None = None) -> Generator[Progress, None, FamilyRun]:
+    single = yield from ws.evaluate_single(limit=limit)
+    grid = {}
+    for lam in LAMBDAS:
+        merged = yield from ws.merge(MergeSpec("task_arithmetic", None, lam))
+        scores = yield from ws.evaluate(merged, limit=limit)
+        grid[f"{lam:g}"] = {t: s["metric"] for t, s in scores.items()}
+    merged = yield from ws.merge(MergeSpec("ties", None, 1.0, {"density": 0.5}))
+    ties = yield from ws.evaluate(merged, limit=limit)
+    grams = yield from ws.adapter_grams()
+    interference = mean_interference(interference_matrix(ws.adapters, grams))
+    return FamilyRun(family, seed, {t: s["metric"] for t, s in single.items()}, grid, {t: s["metric"] for t, s in ties.items()},
+                     interference, [str(a.path) for a in ws.adapters])
+
+
+def compare(
+    families: list[str], seeds: list[int], tasks: list[Task], work: Path, base_settings: TrainSettings,
+    device: str | None = None, limit: int | None = None, base_path: str | Path | None = None,
+) -> Generator[Progress, None, list[FamilyRun]]:
+    runs = []
+    for family in families:
+        for seed in seeds:
+            paths = yield from train_family(family, seed, tasks, work, base_settings, device, base_path)
+            ws = open_workspace(base_path, paths, [t.extra.get("spec") for t in tasks], device=device)
+            runs.append((yield from evaluate_family(ws, family, seed, limit)))
+    return runs
+
+
+def summarise(runs: list[FamilyRun]) -> list[dict]:
+    """One row per family: means (± std over seeds) of the averages over tasks."""
+    rows = []
+    for family in dict.fromkeys(r.family for r in runs):
+        mine = [r for r in runs if r.family == family]
+
+        def stat(values):
+            values = np.array(values, dtype=float)
+            return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+
+        single = [np.mean(list(r.single.values())) for r in mine]
+        row = {"family": family, "seeds": len(mine), "single": stat(single)}
+        for lam in [f"{x:g}" for x in LAMBDAS]:
+            row[f"TA λ={lam}"] = stat([np.mean(list(r.task_arithmetic[lam].values())) for r in mine])
+        row["TIES"] = stat([np.mean(list(r.ties.values())) for r in mine])
+        best = [max(np.mean([r.task_arithmetic[lam][t] / r.single[t] for t in r.single]) for lam in r.task_arithmetic) for r in mine]
+        row["best TA normalised"] = stat(best)
+        row["interference"] = stat([r.interference for r in mine])
+        rows.append(row)
+    return rows
+
+
+def save_runs(runs: list[FamilyRun], path: Path, meta: dict) -> None:
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=2) + "\n", force=True)
+
+
+def load_runs(path: Path) -> tuple[dict, list[FamilyRun]]:
+    data = json.loads(Path(path).read_text())
+    return data["meta"], [FamilyRun(**r) for r in data["runs"]]
