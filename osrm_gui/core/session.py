@@ -40,6 +40,13 @@ class AdapterSlot:
         return self.adapter.path
 
 
+@dataclass(frozen=True)
+class TrainedAdapter:
+    task: str
+    path: Path
+    final_loss: float
+
+
 @dataclass
 class EvalResult:
     kind: str  # "preview" or "full"
@@ -163,6 +170,64 @@ class MergeSession:
         names = [s.label for s in self.active()]
         limit = self.preview_limit if limit is None else limit
         return (yield from run_sweep(self.workspace(), self.spec(), target, values, limit=limit, names=names))
+
+    # -- OSRM ----------------------------------------------------------------------
+    def tasks_by_name(self) -> dict[str, tuple[Task, str]]:
+        """Every task with data in the session: name -> (task, spec)."""
+        return {s.task.name: (s.task, s.task_spec) for s in self.slots if s.task is not None and s.task_spec}
+
+    def features_job(self, names: list[str], samples: int = 100, targets: list[str] | None = None) -> Generator[Progress, None, dict]:
+        from .features import cached_features
+
+        known = self.tasks_by_name()
+        result = {}
+        for name in names:
+            result[name] = yield from cached_features(self.base, known[name][0], targets, samples)
+        return result
+
+    def train_job(self, names: list[str], settings, out_dir: str | Path) -> Generator:
+        """Train one adapter per named task (OSRM inits use the other named tasks); yields
+        progress and a ``TrainedAdapter`` per finished adapter."""
+        from dataclasses import replace
+
+        from .training import train_adapter
+
+        known = self.tasks_by_name()
+        specs = [known[n][1] for n in names]
+        paths = []
+        for index, name in enumerate(names):
+            task = known[name][0]
+            folder = Path(out_dir) / f"{name}-{settings.init}"
+            task_settings = replace(settings, seed=settings.seed + index, osrm_tasks=specs)
+            job = train_adapter(self.base_path, task, folder, task_settings, self.device)
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                # the stage names the task, so a view can draw one loss curve per task
+                yield replace(event, stage=f"{event.stage}:{name}")
+            paths.append(result.path)
+            yield TrainedAdapter(name, result.path, result.final_loss)
+        return paths
+
+    def project_job(self, row: int, variant: str = "cov", samples: int = 100, out: str | Path | None = None) -> Generator[Progress, None, dict]:
+        """Post-hoc OSRM of one adapter from the statistics of the session's other tasks."""
+        from .features import cached_features
+        from .osrm import project_adapter, subspaces_from_others, write_projection
+
+        slot = self.slots[row]
+        others = [task for name, (task, _) in self.tasks_by_name().items() if slot.task is None or name != slot.task.name]
+        if not others:
+            raise OsrmError(f"post-hoc OSRM of {slot.label} needs the data of at least one other task")
+        stats = []
+        for task in others:
+            stats.append((yield from cached_features(self.base, task, slot.adapter.targets, samples)))
+        projection = project_adapter(slot.adapter, subspaces_from_others(stats, max(slot.adapter.ranks), variant))
+        out = Path(out) if out is not None else slot.path.parent / f"{slot.path.name}-osrm-{variant}"
+        write_projection(projection, self.base, out, variant, [t.name for t in others], force=True)
+        return {"path": out, "kept": sum(projection.kept.values()) / len(projection.kept)}
 
     def export_job(self, kind: str, out: str | Path, rank: int | None = None, force: bool = False) -> Generator[Progress, None, dict]:
         from .export import export_merge

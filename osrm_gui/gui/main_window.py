@@ -17,6 +17,7 @@ from .plots.results_plot import ResultsPlot
 from .state import SessionModel
 from .widgets.adapters_panel import AdaptersPanel
 from .widgets.merge_panel import MergePanel
+from .widgets.osrm_panel import OsrmPanel
 from .widgets.sweep_panel import SweepPanel
 
 MAX_RECENT = 8
@@ -45,12 +46,14 @@ class MainWindow(QMainWindow):
         self.merge = MergePanel(model)
         self.results = ResultsPlot(model)
         self.sweeps = SweepPanel(model)
+        self.osrm = OsrmPanel(model, self.adapters._selected)
         self.left = left = QSplitter(Qt.Vertical)
         left.addWidget(_titled("Adapters", self.adapters))
         left.addWidget(_titled("Merge", self.merge))
         self.tabs = QTabWidget()
         self.tabs.addTab(self.results, "Per-task metrics")
         self.tabs.addTab(self.sweeps, "Coefficient sweep")
+        self.tabs.addTab(self.osrm, "OSRM")
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.tabs)

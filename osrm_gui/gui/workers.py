@@ -148,7 +148,7 @@ class JobSlot(QObject):
             began = self._stage_started.setdefault(event.stage, now)
             eta = (now - began) / event.done * (event.total - event.done) if event.done else -1.0
             self.progress.emit(event.stage, event.done, event.total, event.message, eta)
-        elif self._current.on_event is not None:
+        if self._current.on_event is not None:  # views that draw progress (loss curves) see it too
             self._current.on_event(event)
 
     def _on_returned(self, result) -> None:

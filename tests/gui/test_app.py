@@ -281,3 +281,50 @@ def test_empty_states_say_what_to_do(qtbot, tiny_base_dir):
     assert "drop PEFT LoRA adapter folders" in win.results.summary.text()
     with pytest.raises(SystemExit):
         parse_args(["--preview-size", "0"])
+
+
+def test_osrm_panel_statistics_training_and_projection(qtbot, window, tmp_path):
+    panel = window.osrm
+    window.tabs.setCurrentWidget(panel)
+    assert [panel.tasks.item(i).text() for i in range(panel.tasks.count())] == ["colour", "animal"]
+    panel.samples.setValue(20)
+    with qtbot.waitSignal(window.model.jobs.finished, timeout=30000):
+        qtbot.mouseClick(panel.findChild(object, "computeStatistics"), Qt.LeftButton)
+    assert panel.stats_table.rowCount() == 2 and panel.stats_table.item(0, 0).text() == "colour"
+    panel.steps.setValue(4)
+    panel.rank.setValue(4)
+    panel.freeze_a.setChecked(True)
+    panel.out.setText(str(tmp_path / "trained"))
+    panel.init.setCurrentIndex(panel.init.findData("osrm-cov"))
+    with qtbot.waitSignal(window.model.jobs.finished, timeout=120000):
+        qtbot.mouseClick(panel.findChild(object, "trainAdapters"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: len(table_names(window)) == 4, timeout=20000)
+    wait_idle(qtbot, window)
+    assert table_names(window)[2:] == ["colour-osrm-cov", "animal-osrm-cov"]
+    assert window.adapters.table.item(2, 7).text() == "osrm-cov"
+    assert set(panel.losses) == {"colour", "animal"} and panel.losses["animal"][0] == [1, 2, 3, 4]
+    window.adapters.table.selectRow(0)
+    with qtbot.waitSignal(window.model.jobs.finished, timeout=30000):
+        qtbot.mouseClick(panel.findChild(object, "projectAdapter"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: len(table_names(window)) == 5, timeout=20000)
+    assert "keeps" in panel.status.text()
+    assert window.adapters.table.item(4, 7).text() == "post-hoc osrm-cov"
+
+
+def test_compare_dialog_shows_the_saved_comparison(qtbot, tmp_path):
+    from osrm_gui.core.compare import LAMBDAS, FamilyRun, save_runs
+    from osrm_gui.gui.dialogs.compare_dialog import CompareDialog
+
+    def run(family, seed, level):
+        grid = {f"{lam:g}": {"a": level * lam, "b": level} for lam in LAMBDAS}
+        return FamilyRun(family, seed, {"a": 0.9, "b": 0.8}, grid, {"a": 0.7, "b": 0.6}, 0.5 * level)
+
+    runs = [run("peft-default", s, 0.5 + 0.01 * s) for s in range(3)] + [run("osrm-cov-frozen", s, 0.6) for s in range(3)]
+    save_runs(runs, tmp_path / "compare.json", {"command": "osrm demo compare", "families": {"peft-default": "x", "osrm-cov-frozen": "y"}})
+    dialog = CompareDialog(tmp_path / "compare.json")
+    qtbot.addWidget(dialog)
+    assert dialog.table.rowCount() == 2
+    assert dialog.table.item(0, 0).text() == "peft-default" and "±" in dialog.table.item(0, 2).text()
+    curves = [item for item in dialog.plot.listDataItems()]
+    assert [c.name() for c in curves] == ["peft-default", "osrm-cov-frozen"]
+    assert list(curves[1].getData()[1]) == pytest.approx([(0.6 * lam + 0.6) / 2 for lam in LAMBDAS])

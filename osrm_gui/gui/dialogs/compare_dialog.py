@@ -1,0 +1,53 @@
+"""The demo's comparison of initialisation families, as `osrm demo compare` saved it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QDialog, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from ...core.compare import LAMBDAS, load_runs, summarise
+from ..plots.sweep_plot import PALETTE
+
+
+class CompareDialog(QDialog):
+    def __init__(self, path: Path, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Demo: initialisation families compared")
+        self.resize(900, 620)
+        meta, runs = load_runs(path)
+        rows = summarise(runs)
+        header = QLabel(f"From {path.name}, made by <code>{meta['command']}</code>. Average test accuracy over the demo tasks; "
+                        "± is the standard deviation over seeds. Rerun that command to recompute.")
+        header.setWordWrap(True)
+        self.table = QTableWidget(len(rows), len(rows[0]) if rows else 0)
+        self.table.setObjectName("compareTable")
+        if rows:
+            self.table.setHorizontalHeaderLabels(list(rows[0]))
+            for r, row in enumerate(rows):
+                for c, value in enumerate(row.values()):
+                    self.table.setItem(r, c, QTableWidgetItem(str(value)))
+        self.table.resizeColumnsToContents()
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setObjectName("comparePlot")
+        self.plot.setLabel("bottom", "task arithmetic λ")
+        self.plot.setLabel("left", "average accuracy")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.plot.showGrid(x=True, y=True, alpha=0.3)
+        self.plot.addLegend(offset=(-10, -10))
+        for i, family in enumerate(dict.fromkeys(r.family for r in runs)):
+            mine = [r for r in runs if r.family == family]
+            curve = np.array([[np.mean(list(r.task_arithmetic[f"{lam:g}"].values())) for lam in LAMBDAS] for r in mine])
+            colour = PALETTE[i % len(PALETTE)]
+            self.plot.plot(list(LAMBDAS), curve.mean(0), pen=pg.mkPen(colour, width=2), symbol="o", symbolBrush=colour, name=family)
+            if len(mine) > 1:
+                self.plot.addItem(pg.ErrorBarItem(x=np.array(LAMBDAS), y=curve.mean(0), height=2 * curve.std(0, ddof=1), pen=colour))
+        notes = QLabel("<br>".join(f"<b>{name}</b>: {text}" for name, text in meta.get("families", {}).items()))
+        notes.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(header)
+        layout.addWidget(self.table)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(notes)
