@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
@@ -14,6 +15,7 @@ from .core.errors import OsrmError
 from .paths import demo_dir
 
 MANIFEST = "manifest.json"
+BASELINE = "peft-default"  # the family in adapters/ (the manifest's top-level "tasks")
 LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "max_length": 64, "warmup": 0.06}
 
 
@@ -28,10 +30,25 @@ def read_manifest(folder: Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-def demo_adapter_paths(folder: Path | None = None) -> list[Path]:
+def adapters_folder(family: str) -> str:
+    return "adapters" if family == BASELINE else f"adapters-{family}"
+
+
+def demo_families(folder: Path | None = None) -> list[str]:
+    return [BASELINE, *read_manifest(folder).get("families", {})]
+
+
+def demo_adapter_paths(folder: Path | None = None, family: str = BASELINE) -> list[Path]:
     folder = folder or demo_dir()
     manifest = read_manifest(folder)
-    return [folder / entry["adapter"] for entry in manifest["tasks"].values()]
+    if family == BASELINE:
+        entries = manifest["tasks"]
+    else:
+        try:
+            entries = manifest["families"][family]["tasks"]
+        except KeyError:
+            raise OsrmError(f"the demo has no {family!r} adapters (it has: {', '.join(demo_families(folder))}); build them with `osrm demo build --family {family}`") from None
+    return [folder / entry["adapter"] for entry in entries.values()]
 
 
 def add_parser(sub) -> None:
@@ -44,13 +61,16 @@ def add_parser(sub) -> None:
     q.add_argument("--lambda", dest="lam", type=float, default=None, help="global λ (default 0.5 for task arithmetic — a common starting point, sweep it — else 1)")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
+    q.add_argument("--family", default=BASELINE, help="which demo adapters: peft-default (default) or a family built with `demo build --family`")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=_run_demo)
     q = demo_sub.add_parser("build", help="train one adapter per demo task, measure it against a head-only probe, write the manifest")
     q.add_argument("--out", type=Path, default=None, help="where to write (default: the bundled resources/demo)")
     q.add_argument("--tasks", help="comma-separated subset of demo tasks")
     q.add_argument("--steps", type=int, default=LORA["steps"])
-    q.add_argument("--seed", type=int, default=0, help="task i trains with seed+i, so no two adapters share an initial A")
+    q.add_argument("--seed", type=int, default=0, help="task i trains with seed 100·SEED + i, so no two adapters share an initial A")
+    q.add_argument("--family", default=BASELINE, help="initialisation family (see `osrm demo compare --help`); "
+                   "peft-default fills adapters/, others adapters-FAMILY/")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=_run_demo)
     q = demo_sub.add_parser("compare", help="compare initialisation families (peft default vs OSRM …) on the demo over seeds")
@@ -61,7 +81,8 @@ def add_parser(sub) -> None:
     q.add_argument("--work", type=Path, help="where the trained adapters are kept and reused (default: the user cache)")
     q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
     q.add_argument("--json", type=Path, help="write every run's numbers to this JSON file")
-    q.add_argument("--from-json", type=Path, help="only print the summary of a JSON file written before (no training)")
+    q.add_argument("--from-json", type=Path, action="append", help="only print the summary of JSON files written before (no training); "
+                   "repeat to combine runs, with --json to save them together")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=_run_demo)
 
@@ -99,7 +120,7 @@ def run(args) -> int:
     from .cli import _spec_from
     from .core.workspace import open_workspace
 
-    paths = demo_adapter_paths()
+    paths = demo_adapter_paths(family=args.family)
     ws = open_workspace(None, paths, device=args.device)
     lam = args.lam if args.lam is not None else (0.5 if args.method == "task_arithmetic" else 1.0)
     args.coef, args.seed = None, 0
@@ -121,7 +142,16 @@ def compare(args) -> int:
     from .core.training import TrainSettings
 
     if args.from_json:
-        meta, runs = cmp.load_runs(args.from_json)
+        meta, runs = {"command": [], "families": {}}, []
+        for path in args.from_json:
+            part_meta, part_runs = cmp.load_runs(path)
+            runs += part_runs
+            meta["command"].append(part_meta["command"])
+            meta["families"].update(part_meta.get("families", {}))
+            meta.setdefault("lora", part_meta.get("lora"))
+        meta["command"] = " && ".join(meta["command"])
+        if args.json:
+            cmp.save_runs(runs, args.json, meta)
     else:
         families = args.families.split(",")
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -149,66 +179,70 @@ def compare(args) -> int:
 
 
 def build(args) -> int:
+    from .core.compare import family_settings
     from .core.demo_tasks import DEMO_TASKS, load_demo_task
     from .core.probe import fit_linear_probe
     from .core.training import TrainSettings, train_adapter
     from .core.workspace import open_workspace
 
     out = args.out or demo_dir()
+    family = args.family
+    baseline = family == BASELINE
     names = args.tasks.split(",") if args.tasks else list(DEMO_TASKS)
     unknown = [n for n in names if n not in DEMO_TASKS]
     if unknown:
         raise OsrmError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(DEMO_TASKS)}")
     device = None if args.device == "auto" else args.device
+    folder = adapters_folder(family)
     scratch = out / ".build"
     shutil.rmtree(scratch, ignore_errors=True)
+    specs = [f"demo:{n}" for n in names]
     entries = {}
     started = time.time()
     try:
         for i, name in enumerate(names):
             task = load_demo_task(name)
-            seed = args.seed + i
-            lora = TrainSettings(**{**LORA, "steps": args.steps, "seed": seed})
-            adapter_dir = scratch / "adapters" / name
-            trained = drive(train_adapter(None, task, adapter_dir, lora, device), f"{name} lora")
+            settings = family_settings(family, TrainSettings(**{**LORA, "steps": args.steps}), args.seed, i, specs)
+            adapter_dir = scratch / folder / name
+            trained = drive(train_adapter(None, task, adapter_dir, settings, device), f"{name} {family}")
             ws = open_workspace(None, [adapter_dir], [f"demo:{name}"], device=device)
             lora_scores = drive(ws.evaluate_single(), f"{name} eval")[name]
-            probe = drive(fit_linear_probe(ws.base, task), f"{name} probe")
-            entries[name] = {
-                "adapter": f"adapters/{name}",
-                "files": file_hashes(adapter_dir),
-                "task_hash": task.content_hash(),
-                "seed": seed,
-                "metric": task.metric,
-                "test": {"lora": lora_scores["metric"], "head_only_probe": probe.test, "n": lora_scores["n"]},
-                "probe_C": probe.C,
-                "train_seconds": round(trained.seconds, 1),
-            }
-            print(f"{name}: LoRA {lora_scores['metric']:.4f} vs head-only probe {probe.test:.4f} ({task.metric}, {lora_scores['n']} test examples)")
-        manifest = {
-            "built_with": f"osrm-gui {__version__}",
-            "command": "osrm demo build" + (f" --steps {args.steps}" if args.steps != LORA["steps"] else "") + (f" --seed {args.seed}" if args.seed else ""),
-            "base": "all-MiniLM-L6-v2",
-            "lora": {**LORA, "steps": args.steps, "targets": ["query", "value"], "init": "peft-default"},
-            "probe": "logistic regression on the frozen base's pooled features, C picked on the validation split",
-            "seconds": round(time.time() - started, 1),
-            "tasks": entries,
-        }
+            entries[name] = {"adapter": f"{folder}/{name}", "files": file_hashes(adapter_dir), "task_hash": task.content_hash(),
+                             "seed": settings.seed, "metric": task.metric, "test": {"lora": lora_scores["metric"], "n": lora_scores["n"]},
+                             "train_seconds": round(trained.seconds, 1)}
+            line = f"{name}: {family} adapter {lora_scores['metric']:.4f}"
+            if baseline:
+                probe = drive(fit_linear_probe(ws.base, task), f"{name} probe")
+                entries[name]["test"]["head_only_probe"] = probe.test
+                entries[name]["probe_C"] = probe.C
+                line += f" vs head-only probe {probe.test:.4f}"
+            print(f"{line} ({task.metric}, {lora_scores['n']} test examples)")
+        manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
+        command = "osrm demo build" + (f" --family {family}" if not baseline else "") + \
+            (f" --steps {args.steps}" if args.steps != LORA["steps"] else "") + (f" --seed {args.seed}" if args.seed else "")
+        overrides = {k: v for k, v in asdict(settings).items() if k not in ("seed", "osrm_tasks")}
+        section = {"command": command, "built_with": f"osrm-gui {__version__}", "settings": {**overrides, "targets": ["query", "value"]},
+                   "seconds": round(time.time() - started, 1), "tasks": entries}
+        if baseline:
+            manifest.update(base="all-MiniLM-L6-v2", probe="logistic regression on the frozen base's pooled features, C picked on the validation split",
+                            **section)
+        else:
+            manifest.setdefault("families", {})[family] = section
         (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_in(scratch, out)
+        _swap_in(scratch, out, folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    rows = [{"task": n, "metric": e["metric"], "LoRA": e["test"]["lora"], "head-only probe": e["test"]["head_only_probe"],
-             "gain": e["test"]["lora"] - e["test"]["head_only_probe"]} for n, e in entries.items()]
+    rows = [{"task": n, "metric": e["metric"], family: e["test"]["lora"], **({"head-only probe": e["test"]["head_only_probe"],
+             "gain": e["test"]["lora"] - e["test"]["head_only_probe"]} if baseline else {})} for n, e in entries.items()]
     print(format_table(rows))
     print(f"wrote {out / MANIFEST}")
     return 0
 
 
-def _swap_in(scratch: Path, out: Path) -> None:
+def _swap_in(scratch: Path, out: Path, folder: str) -> None:
     """Replace the previous demo set only once the whole new one is built."""
-    old_adapters = out / "adapters"
+    old_adapters = out / folder
     if old_adapters.exists():
         shutil.rmtree(old_adapters)
-    (scratch / "adapters").rename(old_adapters)
+    (scratch / folder).rename(old_adapters)
     (scratch / MANIFEST).replace(out / MANIFEST)

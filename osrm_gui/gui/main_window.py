@@ -123,6 +123,11 @@ class MainWindow(QMainWindow):
         self.recent_menu = file.addMenu("&Recent workspaces")
         self._fill_recent()
         self._action(file, "Open &demo", self.model.open_demo, None, "The embedded MiniLM with the demo adapters")
+        from ..demo import demo_families
+
+        for family in demo_families()[1:]:
+            self._action(file, f"Open demo ({family} adapters)", lambda checked=False, f=family: self.model.open_demo(f), None,
+                         f"The demo tasks with the adapters of the {family} family")
         file.addSeparator()
         self._action(file, "&Export…", self.export_dialog, "Ctrl+E", "Write the merge as models, adapters or a recipe")
         file.addSeparator()

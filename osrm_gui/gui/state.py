@@ -58,11 +58,11 @@ class SessionModel(QObject):
         return describe_device(self.session.base.device) if self.session.base else "no model"
 
     # -- loading ---------------------------------------------------------------
-    def open_demo(self) -> None:
+    def open_demo(self, family: str = "peft-default") -> None:
         from ..demo import demo_adapter_paths
 
         # the same merge `osrm demo run` (and so `make run`) prints: task arithmetic at λ = 0.5
-        self.open_paths(None, [str(p) for p in demo_adapter_paths()], lam=0.5)
+        self.open_paths(None, [str(p) for p in demo_adapter_paths(family=family)], lam=0.5)
 
     def open_paths(self, base: str | None, adapters: list[str], lam: float | None = None) -> None:
         """Load a base (None: the embedded MiniLM) and adapters, replacing the session."""

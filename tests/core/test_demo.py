@@ -17,7 +17,8 @@ def test_manifest_matches_the_committed_files():
     manifest = read_manifest()
     assert set(manifest["tasks"]) == set(DEMO_TASKS)
     total = 0
-    for name, entry in manifest["tasks"].items():
+    sets = [manifest["tasks"], *(f["tasks"] for f in manifest.get("families", {}).values())]
+    for name, entry in [item for entries in sets for item in entries.items()]:
         folder = demo_dir() / entry["adapter"]
         files = {p.name for p in folder.iterdir()}
         assert files == set(entry["files"]), name
@@ -26,6 +27,7 @@ def test_manifest_matches_the_committed_files():
             total += len(data)
             assert hashlib.sha256(data).hexdigest() == digest, f"{folder / file} differs from the manifest"
         assert entry["task_hash"] == load_demo_task(name).content_hash(), f"demo data of {name} changed since the build"
+    for entry in manifest["tasks"].values():
         assert 0 < entry["test"]["head_only_probe"] < entry["test"]["lora"] <= 1
     assert total < 4 * 2**20  # a few MB in all
     seeds = [e["seed"] for e in manifest["tasks"].values()]
