@@ -265,22 +265,19 @@ def cmd_export(args):
 
 
 def cmd_sweep(args):
+    from .core.progress import Run
     from .core.sweep import SweepPoint, run_sweep, sweep_values
 
     ws, spec = _workspace_and_spec(args)
     values = sweep_values(args.start, args.stop, args.points)
-    job = run_sweep(ws, spec, args.target, values, args.split, args.limit)
+    run = Run(run_sweep(ws, spec, args.target, values, args.split, args.limit))
     names = [t.name for t in ws.tasks]
     header = [args.target, *names, "average"]
     print("  ".join(f"{h:>12}" for h in header))
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    for event in run:
         if isinstance(event, SweepPoint):  # print each point as soon as it is scored
             print("  ".join(f"{v:>12.4f}" for v in [event.value, *(event.scores[n] for n in names), event.average]), flush=True)
+    result = run.result
     if args.csv:
         import csv
         import io

@@ -100,7 +100,8 @@ def test_console_script_runs(tmp_path):
     assert result.stderr.strip().endswith("missing: adapter folder not found")
 
 
-def test_osrm_commands(capsys, tmp_path, tiny_base_dir, tiny_adapters, tiny_tasks):
+def test_osrm_commands(capsys, tmp_path, tiny_base_dir, tiny_adapters, tiny_tasks, monkeypatch):
+    monkeypatch.setenv("OSRM_GUI_CACHE", str(tmp_path / "cache"))  # a cold cache whatever ran before
     colour, animal = str(tiny_tasks["colour"]), str(tiny_tasks["animal"])
     code, out, err = run(capsys, "features", "--base", tiny_base_dir, "--task", colour, "--task", animal, "--samples", "20")
     assert code == 0, err

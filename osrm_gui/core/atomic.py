@@ -11,6 +11,23 @@ from pathlib import Path
 from .errors import OsrmError
 
 
+def read_document(path: str | Path, fmt: str, kind: str) -> dict:
+    """A JSON file written by this tool: its contents, or a one-line error naming the file."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OsrmError(f"{path}: {kind} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OsrmError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise OsrmError(f"{path}: not an osrm-gui {kind} (format {found!r}, expected {fmt!r})")
+    return data
+
+
 def refuse_existing(target: str | Path, force: bool) -> None:
     """Fail early, before any work, when an output is there and may not be replaced."""
     target = Path(target)

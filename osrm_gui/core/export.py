@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from .adapters import Adapter, load_adapter
-from .atomic import atomic_dir, atomic_write_text, refuse_existing
+from .atomic import atomic_dir, atomic_write_text, read_document, refuse_existing
 from .errors import OsrmError
 from .merge.svd import compress_dense
 from .merging import MergedState, MergeSpec
@@ -162,14 +162,7 @@ def write_recipe(recipe: dict, out: str | Path, force: bool = False) -> Path:
 def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
     """Parse a recipe, load its adapters and check they are the very files it names."""
     path = Path(path)
-    try:
-        recipe = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OsrmError(f"{path}: recipe not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OsrmError(f"{path}: corrupt JSON ({exc})") from None
-    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
-        raise OsrmError(f"{path}: not an osrm-gui recipe (format {recipe.get('format') if isinstance(recipe, dict) else None!r})")
+    recipe = read_document(path, RECIPE_FORMAT, "recipe")
     adapters = []
     for entry in recipe["adapters"]:
         adapter_path = Path(entry["path"])

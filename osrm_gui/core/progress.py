@@ -17,10 +17,20 @@ class Progress:
         return self.done / self.total if self.total else 1.0
 
 
+class Run:
+    """Iterate a job generator's events; its return value lands in ``result``."""
+
+    def __init__(self, generator):
+        self._generator = generator
+        self.result = None
+
+    def __iter__(self):
+        self.result = yield from self._generator
+
+
 def run_to_end(generator):
     """Drain a job generator and return its result (for callers that do not show progress)."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+    run = Run(generator)
+    for _ in run:
+        pass
+    return run.result

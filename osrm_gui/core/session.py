@@ -13,12 +13,12 @@ from typing import Generator
 from torch import nn
 
 from .adapters import Adapter, load_adapter, validate_adapter
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, read_document
 from .errors import OsrmError
 from .merge import get_method
 from .merging import MergeSpec
 from .models import BaseModel, load_base
-from .progress import Progress
+from .progress import Progress, Run
 from .sweep import SweepPoint, SweepResult, run_sweep
 from .tasks import Task, resolve_task
 from .workspace import Workspace
@@ -199,17 +199,12 @@ class MergeSession:
             task = known[name][0]
             folder = Path(out_dir) / f"{name}-{settings.init}"
             task_settings = replace(settings, seed=settings.seed + index, osrm_tasks=specs)
-            job = train_adapter(self.base_path, task, folder, task_settings, self.device)
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
+            run = Run(train_adapter(self.base_path, task, folder, task_settings, self.device))
+            for event in run:
                 # the stage names the task, so a view can draw one loss curve per task
                 yield replace(event, stage=f"{event.stage}:{name}")
-            paths.append(result.path)
-            yield TrainedAdapter(name, result.path, result.final_loss)
+            paths.append(run.result.path)
+            yield TrainedAdapter(name, run.result.path, run.result.final_loss)
         return paths
 
     def project_job(self, row: int, variant: str = "cov", samples: int = 100, out: str | Path | None = None) -> Generator[Progress, None, dict]:
@@ -278,14 +273,7 @@ def _absolute_spec(spec: str | None, where: Path) -> str | None:
 def open_session(path: str | Path, device: str | None = None) -> Generator[Progress, None, MergeSession]:
     """Read a workspace file: the base, every adapter (checked again) and the saved results."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OsrmError(f"{path}: workspace not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OsrmError(f"{path}: corrupt JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != WORKSPACE_FORMAT:
-        raise OsrmError(f"{path}: not an osrm-gui workspace")
+    data = read_document(path, WORKSPACE_FORMAT, "workspace")
     where = path.resolve().parent
     session = MergeSession(device=device)
     merge = data.get("merge", {})
