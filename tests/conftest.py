@@ -107,3 +107,21 @@ def tiny_adapters(tmp_path_factory, tiny_base_dir, tiny_tasks) -> list[Path]:
         make_adapter(tiny_base_dir, folder / "colour", tiny_tasks["colour"], num_labels=2, seed=1, rank=4),
         make_adapter(tiny_base_dir, folder / "animal", tiny_tasks["animal"], num_labels=3, seed=2, rank=2),
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_base_dir) -> Path:
+    """A tiny random Llama-style decoder (sequence classification through its `score` head)."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_base_dir / name).exists():
+            shutil.copy(tiny_base_dir / name, folder / name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(WORDS) + 5, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, num_labels=2)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    return folder

@@ -142,7 +142,7 @@ def test_osrm_init_alone_is_an_error(tiny_base_dir, tasks, tiny_tasks, tmp_path)
         run_to_end(train_adapter(tiny_base_dir, tasks["animal"], tmp_path / "x", settings, device="cpu"))
 
 
-def test_post_hoc_projection(tiny_adapters, base, tasks):
+def test_post_hoc_projection(tiny_adapters, base, tasks, tmp_path):
     adapter = load_adapter(tiny_adapters[0])
     features = {n: run_to_end(collect_features(base, t, ["query", "value"], samples=30)) for n, t in tasks.items()}
     basis = subspaces(features, "colour", 3)
@@ -153,6 +153,16 @@ def test_post_hoc_projection(tiny_adapters, base, tasks):
         torch.testing.assert_close(layer.delta().double(), expected, rtol=1e-4, atol=1e-5)
         kept = float(torch.linalg.matrix_norm(expected) / torch.linalg.matrix_norm(adapter.layers[name].delta().double()))
         assert projection.kept[name] == pytest.approx(kept, rel=1e-5) and 0 < kept < 1
+    from osrm_gui.core.osrm import write_projection
+
+    write_projection(projection, base, tmp_path / "projected", "cov", ["animal"])
+    written = load_adapter(tmp_path / "projected")
+    assert set(written.head) == set(adapter.head)
+    for key in adapter.head:  # the fine-tuned head, not a fresh one
+        assert torch.equal(written.head[key], adapter.head[key])
+    for name in adapter.layers:
+        torch.testing.assert_close(written.layers[name].delta(), projection.layers[name].delta(), rtol=1e-5, atol=1e-6)
+    assert written.init == "post-hoc osrm-cov"
     wrong = {k: v for k, v in basis.items() if "query" in k}
     with pytest.raises(OsrmError, match="targets differ"):
         project_adapter(adapter, wrong)
