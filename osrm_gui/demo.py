@@ -71,6 +71,8 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="task i trains with seed 100·SEED + i, so no two adapters share an initial A")
     q.add_argument("--family", default=BASELINE, help="initialisation family (see `osrm demo compare --help`); "
                    "peft-default fills adapters/, others adapters-FAMILY/")
+    q.add_argument("--reuse", type=Path, help="take adapters that `osrm demo compare --work DIR` trained with the very same settings "
+                   "instead of training them again")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=_run_demo)
     q = demo_sub.add_parser("compare", help="compare initialisation families (peft default vs OSRM …) on the demo over seeds")
@@ -204,12 +206,17 @@ def build(args) -> int:
             task = load_demo_task(name)
             settings = family_settings(family, TrainSettings(**{**LORA, "steps": args.steps}), args.seed, i, specs)
             adapter_dir = scratch / folder / name
-            trained = drive(train_adapter(None, task, adapter_dir, settings, device), f"{name} {family}")
+            reused = _reusable(args.reuse, family, args.seed, name, settings, task) if args.reuse else None
+            if reused is not None:
+                shutil.copytree(reused, adapter_dir)
+                seconds = json.loads((reused / "osrm_adapter.json").read_text())["train"]["seconds"]
+            else:
+                seconds = drive(train_adapter(None, task, adapter_dir, settings, device), f"{name} {family}").seconds
             ws = open_workspace(None, [adapter_dir], [f"demo:{name}"], device=device)
             lora_scores = drive(ws.evaluate_single(), f"{name} eval")[name]
             entries[name] = {"adapter": f"{folder}/{name}", "files": file_hashes(adapter_dir), "task_hash": task.content_hash(),
                              "seed": settings.seed, "metric": task.metric, "test": {"lora": lora_scores["metric"], "n": lora_scores["n"]},
-                             "train_seconds": round(trained.seconds, 1)}
+                             "train_seconds": round(seconds, 1), **({"reused_from": str(reused)} if reused is not None else {})}
             line = f"{name}: {family} adapter {lora_scores['metric']:.4f}"
             if baseline:
                 probe = drive(fit_linear_probe(ws.base, task), f"{name} probe")
@@ -237,6 +244,19 @@ def build(args) -> int:
     print(format_table(rows))
     print(f"wrote {out / MANIFEST}")
     return 0
+
+
+def _reusable(work: Path, family: str, seed: int, name: str, settings, task) -> Path | None:
+    """An adapter `osrm demo compare` already trained with exactly these settings on this data."""
+    folder = work / family / f"seed{seed}" / name
+    meta_path = folder / "osrm_adapter.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    wanted = {**asdict(settings), "targets": meta.get("settings", {}).get("targets")}
+    if meta.get("settings") != wanted or meta.get("task_hash") != task.content_hash():
+        return None
+    return folder
 
 
 def _swap_in(scratch: Path, out: Path, folder: str) -> None:

@@ -93,3 +93,24 @@ def test_demo_run_prints_the_table(capsys):
     for name in DEMO_TASKS:
         assert name in out
     assert "normalised" in out and "average" in out
+
+
+def test_build_reuses_only_identically_trained_adapters(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from osrm_gui.core.compare import family_settings
+    from osrm_gui.core.training import TrainSettings
+    from osrm_gui.demo import LORA, _reusable
+
+    task = load_demo_task("word-pos")
+    specs = [f"demo:{n}" for n in DEMO_TASKS]
+    settings = family_settings("osrm-cov-frozen", TrainSettings(**LORA), 0, 0, specs)
+    folder = tmp_path / "osrm-cov-frozen" / "seed0" / "word-pos"
+    folder.mkdir(parents=True)
+    meta = {"settings": {**asdict(settings), "targets": ["query", "value"]}, "task_hash": task.content_hash()}
+    (folder / "osrm_adapter.json").write_text(json.dumps(meta))
+    assert _reusable(tmp_path, "osrm-cov-frozen", 0, "word-pos", settings, task) == folder
+    other = family_settings("osrm-cov-frozen", TrainSettings(**{**LORA, "steps": 100}), 0, 0, specs)
+    assert _reusable(tmp_path, "osrm-cov-frozen", 0, "word-pos", other, task) is None
+    assert _reusable(tmp_path, "osrm-cov-frozen", 1, "word-pos", settings, task) is None
