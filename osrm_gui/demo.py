@@ -175,9 +175,30 @@ def compare(args) -> int:
     print(format_table(cmp.summarise(runs)))
     for family, text in meta.get("families", {}).items():
         print(f"  {family}: {text}")
-    if args.json and not args.from_json:
+    print()
+    print(_energy_table(LORA))
+    if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def _energy_table(lora: dict) -> str:
+    """Why OSRM does (not) help here: how much of each task's own feature energy its OSRM subspace holds."""
+    from .core.demo_tasks import DEMO_TASKS, load_demo_task
+    from .core.features import cached_features
+    from .core.models import load_base
+    from .core.osrm import subspace_energy
+
+    base = load_base(None)
+    features = {n: drive(cached_features(base, load_demo_task(n), ["query", "value"], 100, lora["max_length"]), f"features {n}")
+                for n in DEMO_TASKS}
+    rows = []
+    for variant in ("cov", "mean"):
+        for task, (own, others) in subspace_energy(features, lora["rank"], variant).items():
+            rows.append({"variant": variant, "task": task, "own energy in A": f"{own:.2e}", "other tasks' energy in A": f"{others:.2e}"})
+    d = next(iter(next(iter(features.values())).layers.values())).gram.shape[0]
+    return (f"share of feature energy inside each task's OSRM subspace (rank {lora['rank']}; a random subspace holds {lora['rank'] / d:.2e}):\n"
+            + format_table(rows))
 
 
 def build(args) -> int:

@@ -116,3 +116,22 @@ def write_projection(projection: Projection, base, out, variant: str, other_task
         write_lora_folder(tmp, factors, base, adapter.head, metadata)
         (tmp / "osrm_adapter.json").write_text(json.dumps(metadata, indent=2))
     return out
+
+
+def subspace_energy(features: dict[str, TaskFeatures], rank: int, variant: str = "cov") -> dict[str, tuple[float, float]]:
+    """Per task: the share of its own and of the other tasks' feature energy that falls in
+    its OSRM subspace, ``tr(A S Aᵀ) / tr(S)`` averaged over layers (a random r-dim subspace gets r/d)."""
+    result = {}
+    for task, own in features.items():
+        others = [f for name, f in features.items() if name != task]
+        basis = subspaces_from_others(others, rank, variant)
+        shares = []
+        for layer, A in basis.items():
+            pooled = sum((o.layers[layer] for o in others[1:]), others[0].layers[layer])
+            pair = []
+            for S in (own.layers[layer].second_moment, pooled.second_moment):
+                pair.append(float(torch.trace(A @ S @ A.T) / torch.trace(S)))
+            shares.append(pair)
+        mean = torch.tensor(shares).mean(0)
+        result[task] = (float(mean[0]), float(mean[1]))
+    return result

@@ -211,3 +211,22 @@ def test_regmean_on_a_workspace(tiny_base_dir, tiny_adapters):
     merged = run_to_end(ws.merge(MergeSpec("regmean", [1.0, 1.0], 1.0, {"alpha": 0.9})))
     scores = run_to_end(ws.evaluate(merged))
     assert set(scores) == {"colour", "animal"}
+
+
+def test_subspace_energy_matches_the_trace_formula():
+    from osrm_gui.core.osrm import subspace_energy
+
+    rng = np.random.default_rng(5)
+    scales = [np.linspace(0.1, 3.0, 8), np.linspace(3.0, 0.1, 8)]
+    features = {}
+    for name, scale in zip(("a", "b"), scales):
+        rows = torch.tensor(rng.normal(size=(100, 8)) * scale)
+        features[name] = TaskFeatures(name, name, {"layer": _stats(rows)}, 100)
+    energy = subspace_energy(features, 2, "cov")
+    A = cov_subspace([features["b"].layers["layer"]], 2)
+    S = features["a"].layers["layer"].second_moment
+    So = features["b"].layers["layer"].second_moment
+    assert energy["a"][0] == pytest.approx(float(torch.trace(A @ S @ A.T) / torch.trace(S)))
+    assert energy["a"][1] == pytest.approx(float(torch.trace(A @ So @ A.T) / torch.trace(So)))
+    # b avoids a's small directions, which a uses heavily: a's own energy there is large
+    assert energy["a"][0] > 10 * energy["a"][1]
