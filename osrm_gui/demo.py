@@ -237,7 +237,7 @@ def build(args) -> int:
             lora_scores = drive(ws.evaluate_single(), f"{name} eval")[name]
             entries[name] = {"adapter": f"{folder}/{name}", "files": file_hashes(adapter_dir), "task_hash": task.content_hash(),
                              "seed": settings.seed, "metric": task.metric, "test": {"lora": lora_scores["metric"], "n": lora_scores["n"]},
-                             "train_seconds": round(seconds, 1), **({"reused_from": str(reused)} if reused is not None else {})}
+                             "train_seconds": round(seconds, 1), **({"reused_from_compare": f"{family}/seed{args.seed}/{name}"} if reused is not None else {})}
             line = f"{name}: {family} adapter {lora_scores['metric']:.4f}"
             if baseline:
                 probe = drive(fit_linear_probe(ws.base, task), f"{name} probe")
