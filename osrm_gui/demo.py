@@ -173,6 +173,8 @@ def compare(args) -> int:
     print("average over the 4 demo tasks of the test accuracy; ± is the standard deviation over seeds")
     print(f"floor: head-only probe on the frozen base {probe:.3f} (from the manifest)\n")
     print(format_table(cmp.summarise(runs)))
+    print()
+    print(format_table(cmp.per_task(runs)))
     for family, text in meta.get("families", {}).items():
         print(f"  {family}: {text}")
     print()

@@ -121,6 +121,23 @@ def summarise(runs: list[FamilyRun]) -> list[dict]:
     return rows
 
 
+def per_task(runs: list[FamilyRun]) -> list[dict]:
+    """Per family and task, means over seeds: alone, task arithmetic at the family's best
+    λ (by average over tasks), TIES, and the normalised TA score (merged / alone)."""
+    rows = []
+    for family in dict.fromkeys(r.family for r in runs):
+        mine = [r for r in runs if r.family == family]
+        lams = list(mine[0].task_arithmetic)
+        best = max(lams, key=lambda lam: np.mean([np.mean(list(r.task_arithmetic[lam].values())) for r in mine]))
+        for task in mine[0].single:
+            single = np.mean([r.single[task] for r in mine])
+            merged = np.mean([r.task_arithmetic[best][task] for r in mine])
+            rows.append({"family": family, "task": task, "single": f"{single:.3f}", "TA (best λ)": f"{merged:.3f} (λ={best})",
+                         "TIES": f"{np.mean([r.ties[task] for r in mine]):.3f}",
+                         "normalised TA": f"{np.mean([r.task_arithmetic[best][task] / r.single[task] for r in mine]):.3f}"})
+    return rows
+
+
 def save_runs(runs: list[FamilyRun], path: Path, meta: dict) -> None:
     from .atomic import atomic_write_text
 

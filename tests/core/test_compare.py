@@ -51,3 +51,12 @@ def test_compare_trains_each_family_once_and_summarises(tiny_base_dir, tiny_task
     save_runs(runs, tmp_path / "c.json", {"command": "test"})
     meta, loaded = load_runs(tmp_path / "c.json")
     assert loaded == runs and meta["command"] == "test"
+
+
+def test_per_task_rows_use_the_best_lambda():
+    from osrm_gui.core.compare import FamilyRun, per_task
+
+    grid = {"0": {"a": 0.1, "b": 0.2}, "1": {"a": 0.5, "b": 0.7}}
+    rows = per_task([FamilyRun("f", 0, {"a": 1.0, "b": 0.7}, grid, {"a": 0.4, "b": 0.3}, 0.5)])
+    assert rows[0] == {"family": "f", "task": "a", "single": "1.000", "TA (best λ)": "0.500 (λ=1)", "TIES": "0.400", "normalised TA": "0.500"}
+    assert rows[1]["normalised TA"] == "1.000"
