@@ -125,3 +125,32 @@ def tiny_llama_dir(tmp_path_factory, tiny_base_dir) -> Path:
                          num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, num_labels=2)
     LlamaForSequenceClassification(config).save_pretrained(folder)
     return folder
+
+
+RELOAD_SCRIPT = """
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+root, data = sys.argv[1], json.load(open(sys.argv[2]))
+out = {}
+for name, d in data.items():
+    model = AutoModelForSequenceClassification.from_pretrained(root + "/" + name).eval()
+    tok = AutoTokenizer.from_pretrained(root + "/" + name)
+    with torch.inference_mode():
+        pred = model(**tok(d["texts"], return_tensors="pt", padding=True, truncation=True, max_length=128)).logits.argmax(-1)
+    out[name] = float((pred == torch.tensor(d["labels"])).float().mean())
+print(json.dumps(out))
+"""
+
+
+def accuracy_after_reload(full_dir: Path, tasks, limit: int | None = None) -> dict[str, float]:
+    """Each exported task model loaded by plain transformers in a fresh process, scored on its test split."""
+    import subprocess
+    import sys
+
+    data = {t.name: {"texts": t.split("test").texts[:limit], "labels": t.split("test").labels[:limit].tolist()} for t in tasks}
+    data_file = full_dir.parent / f"{full_dir.name}-reload-data.json"
+    data_file.write_text(json.dumps(data))
+    result = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(full_dir), str(data_file)], capture_output=True, text=True,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

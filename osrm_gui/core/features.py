@@ -16,7 +16,7 @@ import torch
 
 from .errors import OsrmError
 from .evaluation import encode_split, iter_batches
-from .models import BaseModel, is_linear, linear_shape
+from .models import BaseModel, linear_shape
 from .progress import Progress
 from .tasks import Task, TaskSplit
 

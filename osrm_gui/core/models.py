@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path

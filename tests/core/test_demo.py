@@ -1,16 +1,13 @@
 """The committed demo set: its manifest matches the files, and the whole flow runs on the real MiniLM."""
 
 import hashlib
-import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from osrm_gui.core.demo_tasks import DEMO_TASKS, load_demo_task
 from osrm_gui.demo import demo_adapter_paths, read_manifest
 from osrm_gui.paths import demo_dir
+from tests.conftest import accuracy_after_reload
 
 
 def test_manifest_matches_the_committed_files():
@@ -61,25 +58,7 @@ def test_real_minilm_merge_eval_export_reload(tmp_path):
         # 80 of the 500 test examples: close to the build's full-test figure
         assert abs(single[task.name]["metric"] - manifest["tasks"][task.name]["test"]["lora"]) < 0.12
     run_to_end(export_full_models(ws.base, merged, ws.pairs, ws.tasks, tmp_path / "full"))
-    data = {t.name: {"texts": t.split("test").texts[:80], "labels": t.split("test").labels[:80].tolist()} for t in ws.tasks}
-    (tmp_path / "data.json").write_text(json.dumps(data))
-    script = textwrap.dedent(f"""
-        import json, torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        data = json.load(open({str(tmp_path / 'data.json')!r}))
-        out = {{}}
-        for name, d in data.items():
-            folder = {str(tmp_path / 'full')!r} + "/" + name
-            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-            tok = AutoTokenizer.from_pretrained(folder)
-            with torch.inference_mode():
-                pred = model(**tok(d["texts"], return_tensors="pt", padding=True, truncation=True, max_length=128)).logits.argmax(-1)
-            out[name] = float((pred == torch.tensor(d["labels"])).float().mean())
-        print(json.dumps(out))
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
-    assert result.returncode == 0, result.stderr[-2000:]
-    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    reloaded = accuracy_after_reload(tmp_path / "full", ws.tasks, limit=80)
     for task in ws.tasks:
         assert reloaded[task.name] == pytest.approx(scores[task.name]["accuracy"])
 

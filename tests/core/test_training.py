@@ -5,7 +5,6 @@ import torch
 
 from osrm_gui.core.adapters import load_adapter
 from osrm_gui.core.errors import OsrmError
-from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.tasks import resolve_task
 from osrm_gui.core.training import TrainSettings, train_adapter
 

@@ -1,9 +1,6 @@
 """Merge → evaluate → export → reload, on the tiny model, checked against peft and plain transformers."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ from osrm_gui.core.export import build_recipe, export_full_models, export_peft_a
 from osrm_gui.core.merging import MergeSpec, merge_adapters
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.workspace import open_workspace
+from tests.conftest import accuracy_after_reload
 
 
 @pytest.fixture(scope="module")
@@ -71,24 +69,7 @@ def test_full_export_reloads_in_a_fresh_process(ws, tmp_path):
     merged = run_to_end(merge_adapters(ws.adapters, MergeSpec("ties", [1.0, 0.5], 1.0, {"density": 0.5})))
     scores = run_to_end(ws.evaluate(merged))
     run_to_end(export_full_models(ws.base, merged, ws.pairs, ws.tasks, tmp_path / "full"))
-    tasks = {t.name: {"texts": t.split("test").texts, "labels": t.split("test").labels.tolist()} for t in ws.tasks}
-    (tmp_path / "data.json").write_text(json.dumps(tasks))
-    script = textwrap.dedent(f"""
-        import json, torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        data = json.load(open({str(tmp_path / 'data.json')!r}))
-        out = {{}}
-        for name, d in data.items():
-            folder = {str(tmp_path / 'full')!r} + "/" + name
-            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-            tok = AutoTokenizer.from_pretrained(folder)
-            with torch.inference_mode():
-                pred = model(**tok(d["texts"], return_tensors="pt", padding=True)).logits.argmax(-1)
-            out[name] = float((pred == torch.tensor(d["labels"])).float().mean())
-        print(json.dumps(out))
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
-    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    reloaded = accuracy_after_reload(tmp_path / "full", ws.tasks)
     for task in ws.tasks:
         assert reloaded[task.name] == pytest.approx(scores[task.name]["accuracy"])
     config = json.loads((tmp_path / "full" / "animal" / "config.json").read_text())
