@@ -55,16 +55,21 @@ def _add_merge(p):
     g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
 
 
-def _spec_from(args):
-    from .core.merging import MergeSpec
-
+def parse_params(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` options as a dict (values are validated by the method)."""
     params = {}
-    for item in args.param:
+    for item in items:
         key, eq, value = item.partition("=")
         if not eq:
             raise OsrmError(f"--param {item!r}: expected NAME=VALUE")
         params[key] = value
-    return MergeSpec(args.method, args.coef, args.lam, params, args.seed)
+    return params
+
+
+def _spec_from(args):
+    from .core.merging import MergeSpec
+
+    return MergeSpec(args.method, args.coef, args.lam, parse_params(args.param), args.seed)
 
 
 def _workspace_and_spec(args, need_tasks=True):

@@ -119,15 +119,14 @@ def main(args) -> int:
 
 
 def run(args) -> int:
-    from .cli import _spec_from
+    from .cli import parse_params
+    from .core.merging import MergeSpec
     from .core.workspace import open_workspace
 
     paths = demo_adapter_paths(family=args.family)
     ws = open_workspace(None, paths, device=args.device)
     lam = args.lam if args.lam is not None else (0.5 if args.method == "task_arithmetic" else 1.0)
-    args.coef, args.seed = None, 0
-    args.lam = lam
-    spec = _spec_from(args)
+    spec = MergeSpec(args.method, None, lam, parse_params(args.param))
     merged = drive(ws.merge(spec), "merge")
     single = drive(ws.evaluate_single(limit=args.limit), "single")
     scores = drive(ws.evaluate(merged, limit=args.limit), "merged")
