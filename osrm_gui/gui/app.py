@@ -73,9 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("osrm-gui")
     app.setOrganizationName(ORGANISATION)
+    from .gc_guard import MainThreadCollector
+
+    collector = MainThreadCollector(parent=app)
     window = build_window(args)
     window.show()
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        collector.stop()
 
 
 if __name__ == "__main__":

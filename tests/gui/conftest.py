@@ -10,6 +10,16 @@ def isolated_settings(tmp_path_factory):
     yield folder
 
 
+@pytest.fixture(autouse=True)
+def collect_on_the_gui_thread(qapp):
+    """As in the app: no automatic garbage collection in worker threads while Qt objects are alive."""
+    from osrm_gui.gui.gc_guard import MainThreadCollector
+
+    collector = MainThreadCollector()
+    yield
+    collector.stop()
+
+
 @pytest.fixture()
 def window(qtbot, tiny_base_dir, tiny_adapters):
     from osrm_gui.gui.app import build_window, parse_args
