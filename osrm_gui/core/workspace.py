@@ -29,6 +29,7 @@ class Workspace:
     encoding_cache: dict = field(default_factory=dict)
     feature_samples: int = 100
     _grams: dict[str, dict] = field(default_factory=dict)
+    _lora_sum: object = None  # LoraSum for the current adapters, built on first use
 
     @property
     def heads(self) -> dict[str, nn.Module]:
@@ -71,6 +72,31 @@ class Workspace:
             return (yield from evaluate_tasks(self.base, self.heads, self.tasks, split, batch_size, max_length, limit, self.encoding_cache))
         finally:
             self.base.clear_deltas()
+
+    def score(self, spec: MergeSpec, split: str = "test", limit: int | None = None) -> Generator[Progress, None, dict]:
+        """Metrics per task for the merge ``spec``: through the fast LoRA-sum engine when the
+        method is a weighted sum of task vectors, else merged layer by layer, then evaluated."""
+        spec = spec.resolved(len(self.adapters))
+        method = get_method(spec.method)
+        if method.adapter_weights is None:
+            merged = yield from self.merge(spec)
+            return (yield from self.evaluate(merged, split, limit))
+        try:
+            weights = method.adapter_weights(tuple(spec.coefficients), spec.lam, spec.params)
+        except ValueError as exc:
+            raise OsrmError(str(exc)) from None
+        lora_sum = self.lora_sum()
+        lora_sum.set_weights(weights)
+        self.base.clear_deltas()
+        with lora_sum.installed():
+            return (yield from evaluate_tasks(self.base, self.heads, self.tasks, split, 64, 128, limit, self.encoding_cache))
+
+    def lora_sum(self):
+        from .lora_sum import LoraSum
+
+        if self._lora_sum is None or self._lora_sum.count != len(self.adapters):
+            self._lora_sum = LoraSum(self.base, self.adapters)
+        return self._lora_sum
 
     def evaluate_single(self, split: str = "test", limit: int | None = None, batch_size: int = 64, max_length: int = 128) -> Generator[Progress, None, dict]:
         """Each task with its own adapter alone (the single-task reference)."""

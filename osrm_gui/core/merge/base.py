@@ -114,6 +114,9 @@ class MergeMethod:
     merge_layer: Callable[[list[LoraDelta], LayerContext], LayerResult]
     low_rank: bool = False  # result comes as factors (exportable as a PEFT adapter as is)
     needs_grams: bool = False  # needs each adapter's task feature statistics (RegMean)
+    # For methods whose merge is exactly Σ_t w_t ΔW_t: the weights w_t from (coefficients, λ, params).
+    # Such a merge can be evaluated with the adapters left as LoRA factors (see core/lora_sum.py).
+    adapter_weights: Callable[[tuple[float, ...], float, dict], list[float]] | None = None
 
     def resolve_params(self, given: dict | None) -> dict:
         """Defaults filled in, each value validated; unknown names are an error."""

@@ -30,6 +30,10 @@ def _merge_layer(deltas: list[LoraDelta], ctx: LayerContext) -> LayerResult:
     return LayerResult(A=A, B=B, truncation_error=0.0)
 
 
+def _weights(coefficients: tuple[float, ...], lam: float, params: dict) -> list[float]:
+    return [lam * c for c in coefficients]
+
+
 METHOD = MergeMethod(
     name="concat",
     label="Exact low-rank (concat)",
@@ -37,5 +41,6 @@ METHOD = MergeMethod(
     "its rank is the sum of the adapters' ranks.",
     params=(),
     merge_layer=_merge_layer,
+    adapter_weights=_weights,
     low_rank=True,
 )

@@ -26,6 +26,13 @@ def _merge_layer(deltas: list[LoraDelta], ctx: LayerContext) -> LayerResult:
     return LayerResult(delta=ctx.lam * linear_merge(stack, coefficient_weights(deltas, ctx, stack), total))
 
 
+def _weights(coefficients: tuple[float, ...], lam: float, params: dict) -> list[float]:
+    total = float(sum(coefficients))
+    if total == 0:
+        raise ValueError("linear merge: the coefficients sum to 0, the average is undefined")
+    return [lam * c / total for c in coefficients]
+
+
 METHOD = MergeMethod(
     name="linear",
     label="Linear (weighted average)",
@@ -33,4 +40,5 @@ METHOD = MergeMethod(
     "coefficients, then the result is scaled by λ.",
     params=(),
     merge_layer=_merge_layer,
+    adapter_weights=_weights,
 )

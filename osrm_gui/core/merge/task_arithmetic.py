@@ -18,10 +18,15 @@ def _merge_layer(deltas: list[LoraDelta], ctx: LayerContext) -> LayerResult:
     return LayerResult(delta=ctx.lam * task_arithmetic_merge(stack, coefficient_weights(deltas, ctx, stack)))
 
 
+def _weights(coefficients: tuple[float, ...], lam: float, params: dict) -> list[float]:
+    return [lam * c for c in coefficients]
+
+
 METHOD = MergeMethod(
     name="task_arithmetic",
     label="Task arithmetic",
     doc="Sum of the task vectors, each times its coefficient, scaled by λ.",
     params=(),
     merge_layer=_merge_layer,
+    adapter_weights=_weights,
 )
