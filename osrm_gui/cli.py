@@ -55,6 +55,11 @@ def _add_merge(p):
     g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
 
 
+def _add_history(p):
+    p.add_argument("--history", metavar="FILE", help="run-history database (default: the per-user one; the app keeps one next to each workspace)")
+    p.add_argument("--no-history", action="store_true", help="neither read nor record points")
+
+
 def parse_params(items: list[str]) -> dict:
     """``--param NAME=VALUE`` options as a dict (values are validated by the method)."""
     params = {}
@@ -269,32 +274,74 @@ def cmd_export(args):
     return 0
 
 
+def _history(args):
+    from .core.history import History, default_history_path
+
+    if getattr(args, "no_history", False):
+        return None
+    return History(args.history or default_history_path())
+
+
 def cmd_sweep(args):
     from .core.progress import Run
-    from .core.sweep import SweepPoint, run_sweep, sweep_values
+    from .core.sweep import Axis, SweepPoint, parse_axis, run_sweep, sweep_values
 
+    axes = [parse_axis(a) for a in args.axis] if args.axis else [Axis(args.target, tuple(sweep_values(args.start, args.stop, args.points)))]
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     ws, spec = _workspace_and_spec(args)
-    values = sweep_values(args.start, args.stop, args.points)
-    run = Run(run_sweep(ws, spec, args.target, values, args.split, args.limit))
+    history = _history(args)
+    run = Run(run_sweep(ws, spec, axes, args.split, args.limit, methods=methods, history=history))
     names = [t.name for t in ws.tasks]
-    header = [args.target, *names, "average"]
-    print("  ".join(f"{h:>12}" for h in header))
+    many = bool(methods and len(methods) > 1)
+    header = (["method"] if many else []) + [a.target for a in axes] + names + ["average"]
+    print("  ".join(f"{h:>16}" if i == 0 and many else f"{h:>12}" for i, h in enumerate(header)))
+    reused = 0
     for event in run:
         if isinstance(event, SweepPoint):  # print each point as soon as it is scored
-            print("  ".join(f"{v:>12.4f}" for v in [event.value, *(event.scores[n] for n in names), event.average]), flush=True)
+            reused += event.reused
+            cells = ([f"{event.method:>16}"] if many else []) + [f"{v:>12.4f}" for v in [*event.values, *(event.scores[n] for n in names), event.average]]
+            print("  ".join(cells) + ("  (history)" if event.reused else ""), flush=True)
     result = run.result
+    if history is not None:
+        print(f"{len(result.points) - reused} points scored, {reused} taken from the history {history.path}")
     if args.csv:
-        import csv
-        import io
+        _write_csv(args.csv, result.rows(), args.force)
+    return 0
 
-        from .core.atomic import atomic_write_text
 
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(result.rows()[0]))
-        writer.writeheader()
-        writer.writerows(result.rows())
-        atomic_write_text(args.csv, buffer.getvalue(), force=args.force)
-        print(f"wrote {args.csv}")
+def _write_csv(path, rows: list[dict], force: bool) -> None:
+    import csv
+    import io
+
+    from .core.atomic import atomic_write_text
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue(), force=force)
+    print(f"wrote {path}")
+
+
+def cmd_history(args):
+    from .core.atomic import atomic_write_text
+    from .core.history import to_csv
+
+    history = _history(args)
+    points = history.points()
+    if args.csv:
+        atomic_write_text(args.csv, to_csv(points), force=args.force)
+        print(f"wrote {len(points)} points to {args.csv}")
+        return 0
+    shown = points[-args.last:] if args.last else points
+    rows = [{"id": p.id, "kind": p.kind, "method": p.method, "λ": f"{p.lam:g}",
+             "coefficients": " ".join(f"{c:g}" for c in p.coefficients), "average": f"{p.average:.4f}", "label": p.label or ""} for p in shown]
+    print(f"{history.path}: {len(points)} points")
+    if rows:
+        print(format_table(rows))
     return 0
 
 
@@ -392,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing recipe file")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("sweep", help="score a merge over a range of λ or of one adapter's coefficient")
+    p = sub.add_parser("sweep", help="score a merge over a range of λ or coefficients (1-D or 2-D grid, one or several methods)")
     _add_merge(p)
     _add_tasks(p)
     _add_base(p)
@@ -400,9 +447,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", type=float, default=0.0)
     p.add_argument("--to", dest="stop", type=float, default=1.0)
     p.add_argument("--points", type=int, default=11)
+    p.add_argument("--axis", action="append", metavar="TARGET=START:STOP:COUNT",
+                   help="instead of --target/--from/--to/--points; give it twice for a 2-D grid (TARGET=v1,v2,… also works)")
+    p.add_argument("--methods", metavar="M1,M2", help="run the same points for several methods (others use their default parameters)")
+    _add_history(p)
     p.add_argument("--csv", metavar="FILE", help="also write the points as CSV")
     p.add_argument("--force", action="store_true", help="replace an existing CSV file")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("history", help="list the scored merge points of the run history, or export them as CSV")
+    _add_history(p)
+    p.add_argument("--last", type=int, metavar="N", help="show only the last N points")
+    p.add_argument("--csv", metavar="FILE", help="write every point as CSV")
+    p.add_argument("--force", action="store_true", help="replace an existing CSV file")
+    p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("eval", help="score each adapter alone, and each head on the bare base (the floor)")
     p.add_argument("adapters", nargs="+", metavar="ADAPTER")

@@ -11,6 +11,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # feature statistics are cached on disk: keep the tests' out of the user's cache
 os.environ["OSRM_GUI_CACHE"] = __import__("tempfile").mkdtemp(prefix="osrm-gui-test-cache-")
+# and so is the run history
+os.environ["OSRM_GUI_DATA"] = __import__("tempfile").mkdtemp(prefix="osrm-gui-test-data-")
 
 import numpy as np
 import pytest

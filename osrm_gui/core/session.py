@@ -19,7 +19,8 @@ from .merge import get_method
 from .merging import MergeSpec
 from .models import BaseModel, load_base
 from .progress import Progress, Run
-from .sweep import SweepPoint, SweepResult, run_sweep
+from .history import History, HistoryPoint, default_history_path, history_path_for
+from .sweep import Axis, SweepPoint, SweepResult, history_point, run_sweep
 from .tasks import Task, resolve_task
 from .workspace import Workspace
 
@@ -74,6 +75,7 @@ class MergeSession:
     last_result: EvalResult | None = None
     single_cache: dict[str, dict] = field(default_factory=dict)  # "adapter hash|task|limit" -> scores
     sweeps: list[SweepResult] = field(default_factory=list)
+    history: History | None = None  # where every scored point is recorded (None: the per-user history, opened on first use)
     _heads: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _encodings: dict = field(default_factory=dict, repr=False)
 
@@ -153,8 +155,9 @@ class MergeSession:
         limit = None if full else self.preview_limit
         spec = self.spec().resolved(len(ws.adapters))
         single = yield from self._single(ws, limit)
-        merged = yield from ws.merge(spec)
-        scores = yield from ws.evaluate(merged, limit=limit)
+        names = [s.label for s in self.active()]
+        scores = yield from ws.score(spec, limit=limit)
+        self.run_history().record(history_point(ws, spec, "test", limit, names, scores))
         return EvalResult("full" if full else "preview", spec, scores, single)
 
     def _single(self, ws: Workspace, limit: int | None) -> Generator[Progress, None, dict]:
@@ -166,10 +169,24 @@ class MergeSession:
             self.single_cache.update({key(t): scores[t.name] for t in missing})
         return {t.name: self.single_cache[key(t)] for t in ws.tasks}
 
-    def sweep_job(self, target: str, values: list[float], limit: int | None = None) -> Generator[Progress | SweepPoint, None, SweepResult]:
+    def sweep_job(
+        self, axes: list[Axis] | str, values: list[float] | None = None, limit: int | None = None, methods: list[str] | None = None
+    ) -> Generator[Progress | SweepPoint, None, SweepResult]:
+        """``axes``: one or two sweep axes, or a single target name with its ``values``."""
+        if isinstance(axes, str):
+            axes = [Axis(axes, tuple(values or ()))]
         names = [s.label for s in self.active()]
         limit = self.preview_limit if limit is None else limit
-        return (yield from run_sweep(self.workspace(), self.spec(), target, values, limit=limit, names=names))
+        return (yield from run_sweep(self.workspace(), self.spec(), axes, limit=limit, names=names, methods=methods, history=self.run_history()))
+
+    def run_history(self) -> History:
+        if self.history is None:
+            self.history = History(default_history_path())
+        return self.history
+
+    def history_points(self) -> list[HistoryPoint]:
+        """The recorded points of the adapters now enabled, in their current order."""
+        return self.run_history().points(adapter_hashes=[s.adapter.content_hash for s in self.active()])
 
     # -- OSRM ----------------------------------------------------------------------
     def tasks_by_name(self) -> dict[str, tuple[Task, str]]:
@@ -247,13 +264,22 @@ class MergeSession:
             "results": {
                 "last": None if self.last_result is None else {"kind": self.last_result.kind, "spec": self.last_result.spec.to_dict(),
                                                                "scores": self.last_result.scores, "single": self.last_result.single},
-                "sweeps": [{"target": r.target, "spec": r.spec.to_dict(), "points": [{"value": p.value, "scores": p.scores} for p in r.points]} for r in self.sweeps],
+                "sweeps": [
+                    {"axes": [{"target": a.target, "values": list(a.values)} for a in r.axes], "methods": r.methods, "spec": r.spec.to_dict(),
+                     "points": [{"values": list(p.values), "method": p.method, "scores": p.scores} for p in r.points]}
+                    for r in self.sweeps
+                ],
             },
         }
 
     def save(self, path: str | Path) -> None:
+        """Write the workspace; its run history lives beside it (the points so far come along)."""
         path = Path(path)
         atomic_write_text(path, json.dumps(self.to_dict(path.resolve().parent), indent=2) + "\n", force=True)
+        target = History(history_path_for(path))
+        if self.history is not None and self.history.path.resolve() != target.path.resolve():
+            self.history.copy_to(target)
+        self.history = target
 
 
 def _portable_spec(spec: str | None, where: Path) -> str | None:
@@ -297,8 +323,16 @@ def open_session(path: str | Path, device: str | None = None) -> Generator[Progr
     if results.get("last"):
         last = results["last"]
         session.last_result = EvalResult(last["kind"], MergeSpec(**last["spec"]), last["scores"], last.get("single", {}))
-    session.sweeps = [
-        SweepResult(r["target"], MergeSpec(**r["spec"]), [SweepPoint(p["value"], p["scores"]) for p in r["points"]])
-        for r in results.get("sweeps", [])
-    ]
+    session.sweeps = [_read_sweep(r) for r in results.get("sweeps", [])]
+    session.history = History(history_path_for(path))
     return session
+
+
+def _read_sweep(data: dict) -> SweepResult:
+    spec = MergeSpec(**data["spec"])
+    if "axes" not in data:  # workspaces written before 2-D sweeps: one axis, one method
+        points = [SweepPoint((p["value"],), p["scores"], spec.method) for p in data["points"]]
+        return SweepResult([Axis(data["target"], tuple(p.value for p in points))], spec, [spec.method], points)
+    axes = [Axis(a["target"], tuple(a["values"])) for a in data["axes"]]
+    points = [SweepPoint(tuple(p["values"]), p["scores"], p["method"]) for p in data["points"]]
+    return SweepResult(axes, spec, data["methods"], points)

@@ -1,14 +1,18 @@
-"""Coefficient sweeps: evaluate a merge at each value of λ or of one adapter's
-coefficient, yielding each point as soon as it is scored."""
+"""Coefficient sweeps: 1-D over λ or one adapter's coefficient, 2-D grids over two
+coefficients, each optionally for several merge methods. Points are yielded as soon
+as they are scored; with a run history, points already scored are taken from it, so
+a cancelled sweep resumes where it stopped."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Generator
 
 import numpy as np
 
 from .errors import OsrmError
+from .history import History, HistoryPoint, point_key
 from .merging import MergeSpec
 from .progress import Progress
 from .workspace import Workspace
@@ -17,9 +21,25 @@ LAMBDA = "lambda"
 
 
 @dataclass(frozen=True)
+class Axis:
+    target: str  # "lambda" or an adapter name
+    values: tuple[float, ...]
+
+    @property
+    def label(self) -> str:
+        return "λ" if self.target == LAMBDA else f"coefficient of {self.target}"
+
+
+@dataclass(frozen=True)
 class SweepPoint:
-    value: float
+    values: tuple[float, ...]  # one per axis
     scores: dict[str, float]  # task -> metric
+    method: str = ""
+    reused: bool = False  # taken from the run history, not recomputed
+
+    @property
+    def value(self) -> float:
+        return self.values[0]
 
     @property
     def average(self) -> float:
@@ -28,47 +48,140 @@ class SweepPoint:
 
 @dataclass
 class SweepResult:
-    target: str  # "lambda" or an adapter name
+    axes: list[Axis]
     spec: MergeSpec
+    methods: list[str] = field(default_factory=list)
     points: list[SweepPoint] = field(default_factory=list)
 
     @property
+    def target(self) -> str:
+        return self.axes[0].target
+
+    @property
     def axis(self) -> str:
-        return "lambda" if self.target == LAMBDA else f"coefficient of {self.target}"
+        return self.axes[0].label
+
+    @property
+    def total(self) -> int:
+        return len(self.methods) * int(np.prod([len(a.values) for a in self.axes]))
 
     def rows(self) -> list[dict]:
-        return [{self.axis: p.value, **p.scores, "average": p.average} for p in self.points]
+        rows = []
+        for p in self.points:
+            row = {"method": p.method} if len(self.methods) > 1 else {}
+            row.update({axis.label: v for axis, v in zip(self.axes, p.values)})
+            rows.append({**row, **p.scores, "average": p.average})
+        return rows
+
+    def grid(self, method: str, task: str = "average") -> np.ndarray:
+        """A 2-D sweep's scores as a (len(axis 0) × len(axis 1)) array, NaN where not yet scored."""
+        first, second = self.axes
+        out = np.full((len(first.values), len(second.values)), np.nan)
+        for p in self.points:
+            if p.method == method:
+                i, j = first.values.index(p.values[0]), second.values.index(p.values[1])
+                out[i, j] = p.average if task == "average" else p.scores[task]
+        return out
 
 
 def sweep_values(start: float, stop: float, count: int) -> list[float]:
     if count < 2:
         raise OsrmError("a sweep needs at least 2 points")
-    return [float(v) for v in np.linspace(start, stop, count)]
+    return [round(float(v), 12) for v in np.linspace(start, stop, count)]
 
 
-def spec_at(spec: MergeSpec, adapter_names: list[str], target: str, value: float) -> MergeSpec:
-    if target == LAMBDA:
-        return replace(spec, lam=value)
-    if target not in adapter_names:
-        raise OsrmError(f"cannot sweep {target!r}: not one of the merged adapters ({', '.join(adapter_names)})")
+def parse_axis(text: str) -> Axis:
+    """``TARGET=START:STOP:COUNT`` (e.g. ``lambda=0:1:11``) or ``TARGET=v1,v2,…``."""
+    target, sep, spec = text.partition("=")
+    try:
+        if not sep or not target:
+            raise ValueError
+        if ":" in spec:
+            start, stop, count = spec.split(":")
+            values = sweep_values(float(start), float(stop), int(count))
+        else:
+            values = [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise OsrmError(f"cannot read sweep axis {text!r}: expected TARGET=START:STOP:COUNT or TARGET=v1,v2,…") from None
+    return Axis(target, tuple(values))
+
+
+def spec_at(spec: MergeSpec, adapter_names: list[str], axes: list[Axis], values: tuple[float, ...]) -> MergeSpec:
     coefficients = list(spec.coefficients or [1.0] * len(adapter_names))
-    coefficients[adapter_names.index(target)] = value
-    return replace(spec, coefficients=coefficients)
+    lam = spec.lam
+    for axis, value in zip(axes, values):
+        if axis.target == LAMBDA:
+            lam = value
+        elif axis.target in adapter_names:
+            coefficients[adapter_names.index(axis.target)] = value
+        else:
+            raise OsrmError(f"cannot sweep {axis.target!r}: not one of the merged adapters ({', '.join(adapter_names)})")
+    return replace(spec, coefficients=coefficients, lam=lam)
+
+
+def workspace_context(ws: Workspace) -> dict:
+    """What, besides the merge itself, a score depends on (for history keys)."""
+    return {
+        "base": ws.base.fingerprint,
+        "adapters": [a.content_hash for a in ws.adapters],
+        "tasks": {t.name: t.content_hash() for t in ws.tasks},
+        "heads": {t: ws.pairs[t].content_hash for t in sorted(ws.pairs)},
+    }
+
+
+def score_point(
+    ws: Workspace, spec: MergeSpec, split: str = "test", limit: int | None = None, names: list[str] | None = None,
+    history: History | None = None, label: str | None = None, reuse: bool = True,
+) -> Generator[Progress, None, HistoryPoint]:
+    """Score one merge, from the history when it was scored before, and record it there."""
+    spec = spec.resolved(len(ws.adapters))
+    names = names or [a.name for a in ws.adapters]
+    key = point_key(workspace_context(ws), spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, split, limit)
+    if history is not None and reuse:
+        known = history.find(key)
+        if known is not None:
+            known.reused = True
+            return known
+    scores = yield from ws.score(spec, split, limit)
+    point = history_point(ws, spec, split, limit, names, scores, label)
+    if history is not None:
+        history.record(point)
+    return point
+
+
+def history_point(ws: Workspace, spec: MergeSpec, split: str, limit: int | None, names: list[str], scores: dict, label: str | None = None) -> HistoryPoint:
+    """The record of ``scores`` (per task, as ``Workspace.score`` returns them) for a resolved ``spec``."""
+    key = point_key(workspace_context(ws), spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, split, limit)
+    return HistoryPoint(
+        spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, names, [a.content_hash for a in ws.adapters],
+        split, limit, {task: s["metric"] for task, s in scores.items()}, kind="preview" if limit else "full", label=label, key=key,
+    )
 
 
 def run_sweep(
-    ws: Workspace, spec: MergeSpec, target: str, values: list[float], split: str = "test", limit: int | None = None,
-    names: list[str] | None = None,
+    ws: Workspace, spec: MergeSpec, axes: list[Axis], split: str = "test", limit: int | None = None,
+    names: list[str] | None = None, methods: list[str] | None = None, history: History | None = None,
 ) -> Generator[Progress | SweepPoint, None, SweepResult]:
-    """``names`` label the adapters for ``target`` (default: the adapters' own names)."""
+    """``names`` label the adapters for the axes (default: the adapters' own names);
+    ``methods`` defaults to the spec's own method; other methods use their default parameters."""
+    if not 1 <= len(axes) <= 2:
+        raise OsrmError("a sweep has one or two axes")
+    if len({a.target for a in axes}) != len(axes):
+        raise OsrmError("the two axes of a grid must vary different things")
     names = names or [a.name for a in ws.adapters]
-    result = SweepResult(target, spec)
-    for i, value in enumerate(values):
-        point_spec = spec_at(spec, names, target, value)
-        merged = yield from ws.merge(point_spec)
-        scores = yield from ws.evaluate(merged, split, limit)
-        point = SweepPoint(value, {task: s["metric"] for task, s in scores.items()})
-        result.points.append(point)
-        yield Progress("sweep", i + 1, len(values), f"{target}={value:g}")
-        yield point
+    methods = methods or [spec.method]
+    result = SweepResult(list(axes), spec, list(methods))
+    spec_at(spec, names, axes, tuple(a.values[0] for a in axes))  # unknown targets fail before any work
+    label = " × ".join(a.target for a in axes)
+    done = 0
+    for method in methods:
+        method_spec = spec if method == spec.method else replace(spec, method=method, params={})
+        for values in itertools.product(*(a.values for a in axes)):
+            point_spec = spec_at(method_spec, names, axes, values)
+            recorded = yield from score_point(ws, point_spec, split, limit, names, history, f"sweep {label}")
+            point = SweepPoint(tuple(values), recorded.scores, method, reused=recorded.reused)
+            result.points.append(point)
+            done += 1
+            yield Progress("sweep", done, result.total, f"{method} " + ", ".join(f"{a.target}={v:g}" for a, v in zip(axes, values)))
+            yield point
     return result
