@@ -20,7 +20,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0
-    for command in ("info", "methods", "train", "merge", "eval", "export", "demo"):
+    for command in ("info", "methods", "train", "merge", "eval", "sweep", "history", "export", "demo"):
         assert command in out
 
 
@@ -121,3 +121,24 @@ def test_osrm_commands(capsys, tmp_path, tiny_base_dir, tiny_adapters, tiny_task
     assert "average" in out
     code, _, err = run(capsys, "init", "--base", tiny_base_dir, "--task", animal, "--osrm-task", animal, "--out", tmp_path / "alone")
     assert code == 2 and "no 'other' tasks" in err
+
+
+def test_grid_sweep_records_history_and_resumes(capsys, tmp_path, tiny_base_dir, tiny_adapters):
+    db = tmp_path / "runs.sqlite"
+    args = ["sweep", "--base", tiny_base_dir, *tiny_adapters, "--axis", "colour=0:1:2", "--axis", "animal=0,1",
+            "--methods", "task_arithmetic,ties", "--limit", "10", "--history", db, "--csv", tmp_path / "grid.csv"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "8 points scored, 0 taken from the history" in out
+    assert (tmp_path / "grid.csv").read_text().splitlines()[0].startswith("method,coefficient of colour,coefficient of animal")
+    code, out, err = run(capsys, *args[:-2])
+    assert code == 0 and "0 points scored, 8 taken from the history" in out and out.count("(history)") == 8
+    code, out, err = run(capsys, "history", "--history", db, "--last", "2")
+    assert code == 0 and f"{db}: 8 points" in out and out.count("ties") == 2
+    code, out, err = run(capsys, "history", "--history", db, "--csv", tmp_path / "all.csv")
+    assert code == 0 and len((tmp_path / "all.csv").read_text().splitlines()) == 9
+
+
+def test_bad_axis_is_one_line(capsys, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "sweep", "--base", tiny_base_dir, *tiny_adapters, "--axis", "colour:0:1", "--no-history")
+    assert code == 2 and err.strip() == "osrm: error: cannot read sweep axis 'colour:0:1': expected TARGET=START:STOP:COUNT or TARGET=v1,v2,…"
