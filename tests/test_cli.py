@@ -142,3 +142,51 @@ def test_grid_sweep_records_history_and_resumes(capsys, tmp_path, tiny_base_dir,
 def test_bad_axis_is_one_line(capsys, tiny_base_dir, tiny_adapters):
     code, out, err = run(capsys, "sweep", "--base", tiny_base_dir, *tiny_adapters, "--axis", "colour:0:1", "--no-history")
     assert code == 2 and err.strip() == "osrm: error: cannot read sweep axis 'colour:0:1': expected TARGET=START:STOP:COUNT or TARGET=v1,v2,…"
+
+
+def test_analyze_prints_each_metric_with_adapter_names(capsys, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "analyze", "--base", tiny_base_dir, *tiny_adapters, "--metric", "row_overlap")
+    assert code == 0, err
+    assert "Input subspace overlap (A) [row_overlap], mean over 4 layers" in out
+    table = out.splitlines()[1:5]
+    assert table[0].split() == ["adapter", "colour", "animal"]
+    assert table[2].split()[:2] == ["colour", "1.0000"] and table[3].split()[0] == "animal" and table[3].split()[2] == "1.0000"
+    assert any(line.split()[:2] == ["query", "2"] for line in out.splitlines())
+    assert "off-diagonal mean over layers: 0." in out
+
+
+def test_analyze_interference_from_the_recorded_task_data_and_csv(capsys, tmp_path, tiny_base_dir, tiny_adapters):
+    import csv
+
+    target = tmp_path / "analysis.csv"
+    code, out, err = run(capsys, "analyze", "--base", tiny_base_dir, *tiny_adapters, "--metric", "interference", "--layer", "value", "--csv", target)
+    assert code == 0, err
+    assert "Interference [interference], mean over the 2 value layers" in out
+    assert "adapter i \\ task j" in out and "colour" in out and "animal" in out
+    rows = list(csv.DictReader(target.open()))
+    assert list(rows[0]) == ["layer", "metric", "adapter_i", "adapter_j", "value"]
+    assert len(rows) == 4 * 2 * 2 and {r["metric"] for r in rows} == {"interference"}
+    assert all(float(r["value"]) == pytest.approx(1.0) for r in rows if r["adapter_i"] == r["adapter_j"])
+    code, _, err = run(capsys, "analyze", "--base", tiny_base_dir, *tiny_adapters, "--metric", "cosine", "--csv", target)
+    assert code == 2 and "already exists; pass --force" in err
+
+
+def test_analyze_all_metrics_leaves_out_interference_without_task_data(capsys, tmp_path, tiny_base_dir):
+    from tests.conftest import make_adapter
+
+    plain = [make_adapter(tiny_base_dir, tmp_path / name, None, 2, seed=seed) for name, seed in (("a", 3), ("b", 4))]
+    code, out, err = run(capsys, "analyze", "--base", tiny_base_dir, *plain, "--layer", "max")
+    assert code == 0, err
+    assert "warning: interference skipped" in err
+    for name in ("row_overlap", "col_overlap", "delta_overlap", "cosine", "sign_conflict"):
+        assert f"[{name}], max over 4 layers" in out
+    assert "[interference]" not in out
+    code, _, err = run(capsys, "analyze", "--base", tiny_base_dir, *plain, "--metric", "interference")
+    assert code == 2 and err.startswith("osrm: error: interference needs every adapter's task data") and err.count("\n") == 1
+
+
+def test_analyze_bad_metric_or_layer_is_one_line(capsys, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "analyze", "--base", tiny_base_dir, *tiny_adapters, "--metric", "nope")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("osrm: error: unknown metric 'nope'; one of row_overlap") and not out
+    code, _, err = run(capsys, "analyze", "--base", tiny_base_dir, *tiny_adapters, "--layer", "key")
+    assert code == 2 and err.count("\n") == 1 and "--layer 'key': expected mean, max, a layer type (query, value)" in err

@@ -281,6 +281,41 @@ class MergeSession:
             self.history.copy_to(target)
         self.history = target
 
+    # -- analysis --------------------------------------------------------------------
+    def analysis_job(self, metric: str, density: float = 0.2) -> Generator[Progress, None, dict]:
+        """The enabled adapters' pairwise ``metric`` (a name in ``analysis.METRICS``) per common
+        layer, and how faithfully the current merge keeps their sum, per merged layer.
+
+        Returns {"names", "per_layer", "fidelity", "fidelity_error"}; the merge failing (say
+        RegMean without task data) leaves ``fidelity`` empty and says why, but keeps the metric."""
+        from . import analysis
+
+        if metric not in analysis.METRICS:
+            raise OsrmError(f"unknown analysis metric {metric!r}; one of {', '.join(analysis.METRICS)}")
+        ws = self.workspace()
+        slots = self.active()
+        grams = None
+        if metric in analysis.NEEDS_GRAMS:
+            missing = [s.label for s in slots if s.task is None]
+            if missing:
+                raise OsrmError(f"{analysis.METRICS[metric].label} needs every adapter's task data; pair data with {', '.join(missing)}")
+            grams = []
+            for slot in slots:
+                # one workspace per adapter: two adapters of the same task each keep their own statistics
+                own = Workspace(ws.base, [slot.adapter], [slot.task], {slot.task.name: slot.adapter})
+                grams += yield from own.adapter_grams()
+        yield Progress("analysis", 0, 2, analysis.METRICS[metric].label)
+        per_layer = analysis.METRICS[metric].compute(ws.adapters, grams, density)
+        yield Progress("analysis", 1, 2, "merge fidelity")
+        fidelity, fidelity_error = {}, None
+        try:
+            merged = yield from ws.merge(self.spec())
+            fidelity = analysis.merge_fidelity(ws.adapters, merged)
+        except OsrmError as exc:
+            fidelity_error = str(exc)
+        yield Progress("analysis", 2, 2)
+        return {"names": [s.label for s in slots], "per_layer": per_layer, "fidelity": fidelity, "fidelity_error": fidelity_error}
+
 
 def _portable_spec(spec: str | None, where: Path) -> str | None:
     if not spec or spec.startswith("demo:"):
