@@ -16,8 +16,10 @@ from .dialogs.export_dialog import ExportDialog
 from .plots.results_plot import ResultsPlot
 from .state import SessionModel
 from .widgets.adapters_panel import AdaptersPanel
+from .widgets.history_panel import HistoryPanel
 from .widgets.merge_panel import MergePanel
 from .widgets.osrm_panel import OsrmPanel
+from .widgets.subspace_panel import SubspacePanel
 from .widgets.sweep_panel import SweepPanel
 
 MAX_RECENT = 8
@@ -47,12 +49,16 @@ class MainWindow(QMainWindow):
         self.results = ResultsPlot(model)
         self.sweeps = SweepPanel(model)
         self.osrm = OsrmPanel(model, self.adapters._selected)
+        self.history = HistoryPanel(model)
+        self.subspaces = SubspacePanel(model)
         self.left = left = QSplitter(Qt.Vertical)
         left.addWidget(_titled("Adapters", self.adapters))
         left.addWidget(_titled("Merge", self.merge))
         self.tabs = QTabWidget()
         self.tabs.addTab(self.results, "Per-task metrics")
         self.tabs.addTab(self.sweeps, "Coefficient sweep")
+        self.tabs.addTab(self.history, "History")
+        self.tabs.addTab(self.subspaces, "Subspaces")
         self.tabs.addTab(self.osrm, "OSRM")
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(left)

@@ -15,7 +15,8 @@ from ..core.errors import OsrmError
 from ..core.merge import METHODS
 from ..core.progress import Progress
 from ..core.session import AdapterSlot, EvalResult, MergeSession, open_session
-from ..core.sweep import SweepPoint, SweepResult
+from ..core.history import HistoryPoint
+from ..core.sweep import Axis, SweepPoint, SweepResult
 from .workers import JobSlot, one_line
 
 PREVIEW_DEBOUNCE_MS = 250
@@ -29,6 +30,7 @@ class SessionModel(QObject):
     sweepStarted = Signal(object)  # SweepResult (empty)
     sweepPoint = Signal(object)  # SweepPoint
     sweepFinished = Signal(object)  # SweepResult
+    historyChanged = Signal()  # a scored point was recorded in the run history
     adapterRefused = Signal(str, str)  # path, reason
     message = Signal(str)
     workspacePathChanged = Signal(str)
@@ -95,6 +97,7 @@ class SessionModel(QObject):
         self.session.save(path)
         self.workspace_path = Path(path)
         self.workspacePathChanged.emit(path)
+        self.historyChanged.emit()  # the history now lives next to the workspace
         self.message.emit(f"Saved workspace to {path}")
 
     def _install_session(self, loaded) -> None:
@@ -204,22 +207,41 @@ class SessionModel(QObject):
     def _result_ready(self, result: EvalResult) -> None:
         self.session.last_result = result
         self.resultChanged.emit()
+        self.historyChanged.emit()
 
-    def sweep(self, target: str, values: list[float]) -> None:
+    def sweep(self, axes: list[Axis], methods: list[str] | None = None) -> None:
+        """Score a 1-D line or 2-D grid of merges (for each of ``methods``); points already in
+        the run history are taken from it, so re-running a cancelled sweep resumes it."""
+        methods = methods or [self.session.method]
+
         def start():
-            generator = self.session.sweep_job(target, values)
-            self.sweepStarted.emit(SweepResult(target, self.session.spec()))
+            generator = self.session.sweep_job(axes, methods=methods)
+            self.sweepStarted.emit(SweepResult(list(axes), self.session.spec(), list(methods)))
             return generator
 
         def done(result: SweepResult):
             self.session.sweeps.append(result)
             self.sweepFinished.emit(result)
 
-        self.jobs.start(f"Sweep {target}", start, done, on_event=self._sweep_event)
+        self.jobs.start("Sweep " + " × ".join(a.target for a in axes), start, done, on_event=self._sweep_event)
 
     def _sweep_event(self, event) -> None:
         if isinstance(event, SweepPoint):
             self.sweepPoint.emit(event)
+            if not event.reused:
+                self.historyChanged.emit()
+
+    def history_points(self) -> list[HistoryPoint]:
+        return self.session.history_points() if self.session.base is not None else []
+
+    def apply_point(self, point: HistoryPoint) -> None:
+        """Load a recorded point's method, parameters, λ and coefficients into the merge (undoable)."""
+        labels = [s.label for s in self.session.active()]
+        hashes = [s.adapter.content_hash for s in self.session.active()]
+        if point.adapter_hashes != hashes:
+            self.message.emit("That point was scored with other adapters; it cannot be loaded into this merge")
+            return
+        self.undo.push(_ApplyPoint(self, point, labels))
 
     def export(self, kind: str, out: str, rank: int | None, force: bool, on_done) -> None:
         self.jobs.start(f"Export ({kind})", lambda: self.session.export_job(kind, out, rank, force), on_done)
@@ -255,6 +277,29 @@ class _RemoveAdapter(QUndoCommand):
         self.model.slots.insert(self.row, self.slot)
         self.model.adaptersChanged.emit()
         self.model._changed(immediate=True)
+
+
+class _ApplyPoint(QUndoCommand):
+    def __init__(self, model: SessionModel, point: HistoryPoint, labels: list[str]):
+        super().__init__(f"Load point {point.id} ({point.method})")
+        self.model = model
+        session = model.session
+        self.new = (point.method, dict(point.params), point.lam, point.seed, dict(zip(labels, point.coefficients)))
+        self.old = (session.method, dict(session.params), session.lam, session.seed, {s.label: s.coefficient for s in session.active()})
+
+    def _set(self, state):
+        session = self.model.session
+        session.method, params, session.lam, session.seed, coefficients = state
+        session.params = dict(params)
+        for slot in session.active():
+            slot.coefficient = coefficients.get(slot.label, slot.coefficient)
+        self.model._changed(immediate=True)
+
+    def redo(self):
+        self._set(self.new)
+
+    def undo(self):
+        self._set(self.old)
 
 
 class _SetSlot(QUndoCommand):

@@ -3,6 +3,12 @@ from PySide6.QtCore import QSettings
 
 
 @pytest.fixture(autouse=True)
+def isolated_history(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty run history, so no sweep point comes from another test."""
+    monkeypatch.setenv("OSRM_GUI_DATA", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(autouse=True)
 def isolated_settings(tmp_path_factory):
     """The app's QSettings go to a temporary folder: a user's real settings are never touched."""
     folder = tmp_path_factory.mktemp("settings")

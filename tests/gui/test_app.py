@@ -11,6 +11,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox
 
+from osrm_gui.core.sweep import Axis
 from tests.conftest import make_adapter
 from tests.gui.conftest import wait_idle
 
@@ -242,7 +243,7 @@ def test_workspace_save_and_reopen(qtbot, window, tmp_path, qapp):
     window.model.set_lambda(0.9)
     wait_idle(qtbot, window)
     with qtbot.waitSignal(window.model.sweepFinished, timeout=60000):
-        window.model.sweep("lambda", [0.0, 1.0])
+        window.model.sweep([Axis("lambda", (0.0, 1.0))])
     path = tmp_path / "ws" / "saved.osrm.json"
     window.model.save_workspace(str(path))
     before = window.results.values()

@@ -1,4 +1,5 @@
-"""Metric against a merge coefficient: a line per task plus the average, points
+"""Metric against a merge coefficient: a line per task plus the average (or, when
+several methods were swept, a line per method for one chosen quantity), points
 appearing as they are computed, a marker at the current setting, hover read-out."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class SweepPlot(pg.PlotWidget):
         self.addItem(self.readout)
         self.readout.hide()
         self.result: SweepResult | None = None
+        self.show_quantity = "average"  # with several methods: which task (or the average) each method's line shows
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._hover = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._moved)
 
@@ -39,8 +41,22 @@ class SweepPlot(pg.PlotWidget):
         self.curves = {}
         self.legend.clear()
         self.setLabel("bottom", "global λ" if result.target == "lambda" else result.axis)
+        if len(result.methods) > 1:
+            self.setLabel("left", self.show_quantity)
+        else:
+            self.setLabel("left", "metric")
         for point in result.points:
             self._draw(point)
+
+    def set_quantity(self, quantity: str) -> None:
+        """With several methods: show ``quantity`` (a task name or "average") for each."""
+        self.show_quantity = quantity
+        if self.result is not None:
+            self.start(self.result)
+
+    @property
+    def overlay(self) -> bool:
+        return self.result is not None and len(self.result.methods) > 1
 
     def add_point(self, point: SweepPoint) -> None:
         if self.result is None:
@@ -50,6 +66,9 @@ class SweepPlot(pg.PlotWidget):
         self._draw(point)
 
     def _draw(self, point: SweepPoint) -> None:
+        if self.overlay:
+            self._draw_method(point.method)
+            return
         xs = [p.value for p in self.result.points]
         for i, name in enumerate([*point.scores, "average"]):
             if name not in self.curves:
@@ -58,6 +77,15 @@ class SweepPlot(pg.PlotWidget):
                 self.curves[name] = self.plot([], [], pen=pen, symbol="o", symbolSize=6, symbolBrush=pen.color(), name=name)
             ys = [p.average if name == "average" else p.scores.get(name) for p in self.result.points]
             self.curves[name].setData(xs, ys)
+
+    def _draw_method(self, method: str) -> None:
+        points = [p for p in self.result.points if p.method == method]
+        if method not in self.curves:
+            pen = pg.mkPen(PALETTE[self.result.methods.index(method) % len(PALETTE)], width=2)
+            self.curves[method] = self.plot([], [], pen=pen, symbol="o", symbolSize=6, symbolBrush=pen.color(), name=method)
+        quantity = self.show_quantity
+        ys = [p.average if quantity == "average" else p.scores.get(quantity, float("nan")) for p in points]
+        self.curves[method].setData([p.value for p in points], ys)
 
     def set_current(self, value: float) -> None:
         self.marker.setValue(value)
@@ -73,7 +101,13 @@ class SweepPlot(pg.PlotWidget):
             return
         x = self.plotItem.vb.mapSceneToView(position).x()
         point = min(self.result.points, key=lambda p: abs(p.value - x))
-        lines = [f"{'λ' if self.result.target == 'lambda' else self.result.target} = {point.value:g}"] + [f"{t}: {v:.3f}" for t, v in point.scores.items()] + [f"average: {point.average:.3f}"]
+        lines = [f"{'λ' if self.result.target == 'lambda' else self.result.target} = {point.value:g}"]
+        if self.overlay:
+            at = [p for p in self.result.points if p.value == point.value]
+            quantity = self.show_quantity
+            lines += [f"{p.method}: {p.average if quantity == 'average' else p.scores[quantity]:.3f}" for p in at]
+        else:
+            lines += [f"{t}: {v:.3f}" for t, v in point.scores.items()] + [f"average: {point.average:.3f}"]
         self.readout.setText("\n".join(lines))
         self.readout.setPos(point.value, point.average)
         self.readout.show()
