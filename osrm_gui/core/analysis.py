@@ -60,15 +60,23 @@ def subspace_overlap(U: torch.Tensor, V: torch.Tensor) -> float:
     return _overlap(orthonormal_basis(U), orthonormal_basis(V))
 
 
-def right_singular_basis(layer: LoraLayer) -> torch.Tensor:
-    """d_in × k right singular vectors of ΔW = s·B A, largest singular value first, k = rank ΔW.
+ENERGY = 0.9  # delta_overlap compares the directions holding this share of ‖ΔW‖_F²
+
+
+def right_singular_basis(layer: LoraLayer, energy: float | None = None) -> torch.Tensor:
+    """d_in × k right singular vectors of ΔW = s·B A, largest singular value first; k = rank ΔW,
+    or with ``energy`` the fewest directions holding that share of ‖ΔW‖_F².
 
     With Aᵀ = Q_A R_A and B = Q_B R_B, ΔW = Q_B (s R_B R_Aᵀ) Q_Aᵀ, so the SVD of the
     r × r core C = U S Vᵀ gives ΔW's right singular vectors Q_A V: no d × d SVD."""
     Q_A, R_A = torch.linalg.qr(_f64(layer.A).T)
     _, R_B = torch.linalg.qr(_f64(layer.B))
     _, s, Vh = torch.linalg.svd(float(layer.scaling) * R_B @ R_A.T)
-    return Q_A @ Vh[: _numerical_rank(s, (layer.B.shape[0], layer.A.shape[1]))].T
+    k = _numerical_rank(s, (layer.B.shape[0], layer.A.shape[1]))
+    if energy is not None and k:
+        share = torch.cumsum(s[:k] ** 2, 0) / (s[:k] ** 2).sum()
+        k = int((share < energy - 1e-12).sum()) + 1
+    return Q_A @ Vh[:k].T
 
 
 def row_overlap(a: LoraLayer, b: LoraLayer) -> float:
@@ -81,13 +89,12 @@ def col_overlap(a: LoraLayer, b: LoraLayer) -> float:
     return subspace_overlap(a.B, b.B)
 
 
-def delta_overlap(a: LoraLayer, b: LoraLayer) -> float:
-    """Overlap of the top-r right singular subspaces of ΔW_a, ΔW_b, r = min(rank ΔW_a, rank ΔW_b).
+def delta_overlap(a: LoraLayer, b: LoraLayer, energy: float = ENERGY) -> float:
+    """Overlap of the input directions that carry ``energy`` (90 %) of each ‖ΔW‖_F².
 
-    Unlike row_overlap this ignores directions of A that B (nearly) annihilates."""
-    U, V = right_singular_basis(a), right_singular_basis(b)
-    r = min(U.shape[1], V.shape[1])
-    return _overlap(U[:, :r], V[:, :r])
+    All r right singular vectors of a full-rank B·A span exactly row(A), so comparing them
+    would repeat row_overlap; the dominant ones say where each update actually acts."""
+    return _overlap(right_singular_basis(a, energy), right_singular_basis(b, energy))
 
 
 def _inner(a: LoraLayer, b: LoraLayer) -> float:
@@ -166,7 +173,7 @@ NEEDS_GRAMS = frozenset({"interference"})
 METRICS: dict[str, Metric] = {
     "row_overlap": Metric("Input subspace overlap (A)", "Mean cos² of the principal angles between the row spaces of A_i and A_j.", _pair("row_overlap")),
     "col_overlap": Metric("Output subspace overlap (B)", "Mean cos² of the principal angles between the column spaces of B_i and B_j.", _pair("col_overlap")),
-    "delta_overlap": Metric("ΔW subspace overlap", "Mean cos² of the principal angles between the top-r right singular subspaces of ΔW_i and ΔW_j.", _pair("delta_overlap")),
+    "delta_overlap": Metric("ΔW subspace overlap", "Mean cos² of the principal angles between the input directions that carry 90 % of ‖ΔW_i‖² and of ‖ΔW_j‖².", _pair("delta_overlap")),
     "cosine": Metric("Cosine similarity", "Cosine similarity of the flattened task vectors ΔW_i and ΔW_j.", _pair("cosine")),
     "sign_conflict": Metric("TIES sign conflict", "Among entries both keep after TIES trimming, the fraction with opposite signs.", _pair("sign_conflict")),
     "interference": Metric("Interference", "‖ΔW_i H_jᵀ‖ / ‖ΔW_j H_jᵀ‖ on task j's inputs (needs feature statistics).", _interference),
