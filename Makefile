@@ -52,7 +52,8 @@ demo: install
 
 # A real X window under Xvfb (Debian: xvfb, libxcb-icccm4, libxcb-keysyms1).
 screenshot: install
-	xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python docs/make_screenshot.py docs/screenshot.png
+	xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python docs/make_screenshot.py docs/screenshot.png docs/subspaces.png
+	QT_QPA_PLATFORM=offscreen $(BIN)/python docs/make_interference_figure.py docs/interference.png
 
 bench: install
 	$(BIN)/python bench/preview.py

@@ -1,4 +1,5 @@
-"""Make docs/screenshot.png: the app on the demo after a λ sweep, in a real X window.
+"""Make docs/screenshot.png: the app on the demo after a λ sweep, in a real X window;
+and docs/subspaces.png: the Subspaces tab with the demo's interference matrix.
 
 Run it through `make screenshot` (Xvfb), not offscreen: it refuses other platforms.
 """
@@ -22,11 +23,19 @@ def wait(app, predicate, timeout=600.0):
         time.sleep(0.01)
 
 
-def main(out: str) -> int:
+def settle(app):
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main(out: str, subspaces_out: str) -> int:
+    import os
     import tempfile
 
-    # a throw-away settings folder: the screenshot must not depend on (or change) anyone's settings
+    # throw-away settings and run history: the screenshot must not depend on (or change) anyone's
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())
+    os.environ["OSRM_GUI_DATA"] = tempfile.mkdtemp()
     app = QApplication(sys.argv[:1])
     if QGuiApplication.platformName() != "xcb":
         raise SystemExit(f"needs a real X display (xcb), got {QGuiApplication.platformName()!r}: run `make screenshot`")
@@ -44,14 +53,21 @@ def main(out: str) -> int:
     wait(app, lambda: not model.jobs.busy and model.session.sweeps)
     model.set_lambda(0.5)
     wait(app, lambda: not model.jobs.busy and not model._debounce.isActive())
-    for _ in range(50):
-        app.processEvents()
-        time.sleep(0.02)
+    settle(app)
     QGuiApplication.primaryScreen().grabWindow(0).copy(0, 0, 1280, 800).save(out)
     print(f"wrote {out}")
+
+    panel = window.subspaces
+    window.tabs.setCurrentWidget(panel)
+    panel.metric_box.setCurrentIndex(panel.metric_box.findData("interference"))
+    panel.compute_button.click()
+    wait(app, lambda: not model.jobs.busy and panel.result is not None)
+    settle(app)
+    QGuiApplication.primaryScreen().grabWindow(0).copy(0, 0, 1280, 800).save(subspaces_out)
+    print(f"wrote {subspaces_out}")
     window.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png"))
+    sys.exit(main(*(sys.argv[1:3] if len(sys.argv) > 2 else ("docs/screenshot.png", "docs/subspaces.png"))))
