@@ -293,14 +293,16 @@ def cmd_sweep(args):
     run = Run(run_sweep(ws, spec, axes, args.split, args.limit, methods=methods, history=history))
     names = [t.name for t in ws.tasks]
     many = bool(methods and len(methods) > 1)
-    header = (["method"] if many else []) + [a.target for a in axes] + names + ["average"]
-    print("  ".join(f"{h:>16}" if i == 0 and many else f"{h:>12}" for i, h in enumerate(header)))
+    # an axis names an adapter, which may share its task's name: mark coefficients as c[…]
+    header = (["method"] if many else []) + [a.target if a.target == "lambda" else f"c[{a.target}]" for a in axes] + names + ["average"]
+    widths = [max(16 if i == 0 and many else 12, len(h)) for i, h in enumerate(header)]
+    print("  ".join(f"{h:>{w}}" for h, w in zip(header, widths)))
     reused = 0
     for event in run:
         if isinstance(event, SweepPoint):  # print each point as soon as it is scored
             reused += event.reused
-            cells = ([f"{event.method:>16}"] if many else []) + [f"{v:>12.4f}" for v in [*event.values, *(event.scores[n] for n in names), event.average]]
-            print("  ".join(cells) + ("  (history)" if event.reused else ""), flush=True)
+            cells = ([event.method] if many else []) + [f"{v:.4f}" for v in [*event.values, *(event.scores[n] for n in names), event.average]]
+            print("  ".join(f"{c:>{w}}" for c, w in zip(cells, widths)) + ("  (history)" if event.reused else ""), flush=True)
     result = run.result
     if history is not None:
         print(f"{len(result.points) - reused} points scored, {reused} taken from the history {history.path}")
