@@ -312,19 +312,10 @@ def cmd_sweep(args):
 
 
 def _write_csv(path, rows: list[dict], force: bool) -> None:
-    import csv
-    import io
-
     from .core.atomic import atomic_write_text
+    from .core.tables import rows_to_csv
 
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue(), force=force)
+    atomic_write_text(path, rows_to_csv(rows), force=force)
     print(f"wrote {path}")
 
 

@@ -9,9 +9,7 @@ from any thread.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -20,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OsrmError
+from .tables import rows_to_csv
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -178,15 +177,7 @@ class History:
 
 
 def to_csv(points: list[HistoryPoint]) -> str:
-    rows = [p.row() for p in points]
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return rows_to_csv([p.row() for p in points])
 
 
 def _from_row(row: sqlite3.Row) -> HistoryPoint:

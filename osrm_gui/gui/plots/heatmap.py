@@ -15,7 +15,7 @@ from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QGraphicsRectItem
 
 from ...core.atomic import atomic_write_text
-from .sweep_plot import save_svg
+from .image_export import export_plot
 
 NAN_COLOUR = (200, 200, 200)
 ROW_LABEL_PX = 160  # longer row labels are elided in the middle; the read-out shows them whole
@@ -178,14 +178,7 @@ class Heatmap(pg.PlotWidget):
     def export_image(self, path: str) -> None:
         """PNG, or SVG when ``path`` ends in .svg."""
         self.readout.hide()  # a stray hover is not part of the figure
-        if str(path).lower().endswith(".svg"):
-            save_svg(self, str(path))
-            return
-        from pyqtgraph.exporters import ImageExporter
-
-        exporter = ImageExporter(self.plotItem)
-        exporter.parameters()["width"] = max(800, int(self.width() * 2))
-        exporter.export(str(path))
+        export_plot(self, path)
 
     def export_csv(self, path: str) -> None:
         """The matrix with its labels: a header of column labels, then one row per row label."""

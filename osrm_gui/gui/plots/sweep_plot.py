@@ -4,13 +4,13 @@ appearing as they are computed, a marker at the current setting, hover read-out.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
+from ...core.atomic import atomic_write_text
 from ...core.sweep import SweepPoint, SweepResult
+from ...core.tables import rows_to_csv
+from .image_export import export_plot
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
@@ -113,38 +113,7 @@ class SweepPlot(pg.PlotWidget):
         self.readout.show()
 
     def export_image(self, path: str) -> None:
-        if path.lower().endswith(".svg"):
-            save_svg(self, path)
-            return
-        from pyqtgraph.exporters import ImageExporter
-
-        exporter = ImageExporter(self.plotItem)
-        exporter.parameters()["width"] = max(800, int(self.width() * 2))
-        exporter.export(path)
+        export_plot(self, path)
 
     def export_csv(self, path: str) -> None:
-        rows = self.result.rows() if self.result else []
-        with open(Path(path), "w", newline="") as fh:
-            if rows:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-
-
-def save_svg(widget, path: str) -> None:
-    """Vector export through Qt's own SVG generator (pyqtgraph's SVG exporter
-    cannot parse the path data that Qt 6.12 writes)."""
-    from PySide6.QtCore import QRect, QSize
-    from PySide6.QtGui import QPainter
-    from PySide6.QtSvg import QSvgGenerator
-
-    generator = QSvgGenerator()
-    generator.setFileName(path)
-    generator.setSize(QSize(widget.width(), widget.height()))
-    generator.setViewBox(QRect(0, 0, widget.width(), widget.height()))
-    generator.setTitle("osrm-gui plot")
-    painter = QPainter(generator)
-    try:
-        widget.render(painter)
-    finally:
-        painter.end()
+        atomic_write_text(path, rows_to_csv(self.result.rows() if self.result else []), force=True)

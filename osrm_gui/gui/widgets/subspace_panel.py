@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 from ...core import analysis
 from ...core.atomic import atomic_write_text
 from ..plots.heatmap import Heatmap
-from ..plots.sweep_plot import PALETTE, save_svg
+from ..plots.image_export import export_plot
+from ..plots.sweep_plot import PALETTE
 from ..state import SessionModel
 
 JOB_LABEL = "Subspace analysis"
@@ -115,14 +116,7 @@ class DepthPlot(pg.PlotWidget):
         return {kind: tuple(list(map(float, a)) for a in curve.getData()) for kind, curve in self.fidelity_curves.items()}
 
     def export_image(self, path: str) -> None:
-        if str(path).lower().endswith(".svg"):
-            save_svg(self, str(path))
-            return
-        from pyqtgraph.exporters import ImageExporter
-
-        exporter = ImageExporter(self.plotItem)
-        exporter.parameters()["width"] = max(800, int(self.width() * 2))
-        exporter.export(str(path))
+        export_plot(self, path)
 
 
 class SubspacePanel(QWidget):

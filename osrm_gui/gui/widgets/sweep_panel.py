@@ -3,15 +3,15 @@ sweep views: a line plot for 1-D sweeps, a heatmap per method and task for 2-D g
 
 from __future__ import annotations
 
-import csv
-
 from PySide6.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QPushButton, QSpinBox, QStackedWidget, QToolButton,
     QVBoxLayout, QWidget,
 )
 
+from ...core.atomic import atomic_write_text
 from ...core.merge import METHODS
 from ...core.sweep import LAMBDA, Axis, SweepResult, sweep_values
+from ...core.tables import rows_to_csv
 from ..plots.heatmap import Heatmap
 from ..plots.sweep_plot import SweepPlot
 from ..state import SessionModel
@@ -224,9 +224,4 @@ class SweepPanel(QWidget):
             self.export_csv(path)
 
     def export_csv(self, path: str) -> None:
-        rows = self.result.rows() if self.result else []
-        with open(path, "w", newline="") as fh:
-            if rows:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+        atomic_write_text(path, rows_to_csv(self.result.rows() if self.result else []), force=True)
