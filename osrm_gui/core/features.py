@@ -1,7 +1,9 @@
 """Feature statistics of the pretrained base: for every LoRA-targeted linear
 layer, the token count, the sum of its input rows and their Gram matrix ``HᵀH``,
-accumulated streaming in float64 with padding excluded. OSRM subspaces and
-RegMean both start from these; they are cached on disk in safetensors."""
+accumulated streaming in float64 with padding excluded. Layers that read the
+same input (a block's q/k/v projections) share one ``LayerStats`` object, computed
+once and stored once. OSRM subspaces and RegMean both start from these; they are
+cached on disk in safetensors."""
 
 from __future__ import annotations
 
@@ -88,17 +90,46 @@ def collect_features(
         warnings.append(f"task {task.name!r} has {len(data)} {split} examples, fewer than the {samples} asked for: using all of them")
     data = sample_split(data, samples, seed)
     device = base.device
-    stats = {n: LayerStats(0, torch.zeros(linear_shape(m)[1], dtype=torch.float64, device=device),
-                           torch.zeros(linear_shape(m)[1], linear_shape(m)[1], dtype=torch.float64, device=device)) for n, m in layers.items()}
-    current = {}
+    # Accumulators are keyed by the group of layers that read one same input tensor (the q/k/v
+    # projections of an attention block do): its moments are computed once per batch and the
+    # layers of a group share one LayerStats, so a block's q_proj and v_proj cost one Gram.
+    groups: dict[tuple[str, ...], LayerStats] = {}
+    current: dict = {}
+
+    def batch_moments(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Token count, sum and Gram of the real (unpadded) rows of ``x``, from one float64
+        matmul: the rows get a column of ones, so ``[H 1]ᵀ[H 1]`` holds ``HᵀH``, ``Hᵀ1`` and n."""
+        d = x.shape[-1]
+        flat = x.reshape(-1, d)
+        index = current["index"]
+        rows = torch.empty(flat.shape[0] if index is None else index.numel(), d + 1, dtype=torch.float64, device=flat.device)
+        rows[:, :d] = flat if index is None else flat.index_select(0, index)
+        rows[:, d] = 1.0
+        moments = rows.T @ rows
+        return rows.shape[0], moments[:d, d], moments[:d, :d]
+
+    def flush() -> None:
+        """Add the pending input's moments to the accumulator of the layers that read it."""
+        if current.get("names"):
+            key = tuple(sorted(current["names"]))
+            count, total, gram = current["moments"]
+            if key in groups:
+                acc = groups[key]
+                acc.count += count
+                acc.sum += total
+                acc.gram += gram
+            else:
+                groups[key] = LayerStats(count, total.clone(memory_format=torch.contiguous_format), gram.clone(memory_format=torch.contiguous_format))
+        for k in ("input", "moments", "names"):
+            current.pop(k, None)
 
     def hook(name):
         def accumulate(_module, inputs, _output):
-            rows = inputs[0][current["mask"]].to(torch.float64)  # real tokens only: padding is left out
-            s = stats[name]
-            s.count += rows.shape[0]
-            s.sum += rows.sum(0)
-            s.gram += rows.T @ rows
+            x = inputs[0]
+            if current.get("input") is not x:
+                flush()
+                current.update(input=x, moments=batch_moments(x), names=[])
+            current["names"].append(name)
         return accumulate
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
@@ -108,17 +139,32 @@ def collect_features(
         with torch.inference_mode():
             n = len(encoded.input_ids)
             for start, inputs in iter_batches(encoded, batch_size, base.tokenizer.pad_token_id or 0, device):
-                current["mask"] = inputs["attention_mask"].bool()
+                mask = inputs["attention_mask"].reshape(-1).bool()
+                # real tokens only: padding is left out (and nothing is gathered when a batch has none)
+                current["index"] = None if bool(mask.all()) else mask.nonzero().squeeze(1)
                 base.model(**inputs)
+                flush()
                 yield Progress(f"features:{task.name}", min(start + batch_size, n), n)
     finally:
         for handle in handles:
             handle.remove()
-    cpu = {n: LayerStats(s.count, s.sum.cpu(), s.gram.cpu()) for n, s in stats.items()}
+    cpu = {id(acc): LayerStats(acc.count, acc.sum.cpu(), acc.gram.cpu()) for acc in groups.values()}
+    owners: dict[str, list[LayerStats]] = {}
+    for key, acc in groups.items():
+        for name in key:
+            owners.setdefault(name, []).append(cpu[id(acc)])
+    stats = {}
+    for name, module in layers.items():
+        parts = owners.get(name)
+        if not parts:  # never reached by the forward pass
+            d = linear_shape(module)[1]
+            stats[name] = LayerStats(0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64))
+        else:  # one shared accumulator, or (if the grouping ever changed between batches) the sum of its groups
+            stats[name] = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
     key = features_key(base, task, targets, samples, max_length, seed)
     meta = {"base": base.name, "base_fingerprint": base.fingerprint, "task_hash": task.content_hash(), "targets": sorted(targets),
             "samples_asked": samples, "max_length": max_length, "seed": seed}
-    return TaskFeatures(task.name, key, cpu, len(data), meta, warnings)
+    return TaskFeatures(task.name, key, stats, len(data), meta, warnings)
 
 
 def cache_dir() -> Path:
@@ -136,12 +182,18 @@ def save_features(features: TaskFeatures, path: Path) -> None:
     from .atomic import atomic_file
 
     tensors = {}
+    aliases = {}  # layers that share another layer's statistics (same input) are stored once
+    first: dict[int, str] = {}
     for name, s in features.layers.items():
+        owner = first.setdefault(id(s), name)
+        if owner != name:
+            aliases[name] = owner
+            continue
         tensors[f"{name}.sum"] = s.sum.contiguous()
         tensors[f"{name}.gram"] = s.gram.contiguous()
     counts = {name: s.count for name, s in features.layers.items()}
     metadata = {"format": STATS_FORMAT, "task": features.task, "key": features.key, "samples": str(features.samples),
-                "counts": json.dumps(counts), "meta": json.dumps(features.meta)}
+                "counts": json.dumps(counts), "aliases": json.dumps(aliases), "meta": json.dumps(features.meta)}
     with atomic_file(path, force=True) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
@@ -155,7 +207,10 @@ def load_features(path: Path) -> TaskFeatures:
             if metadata.get("format") != STATS_FORMAT:
                 raise OsrmError(f"{path}: not an osrm-gui feature-statistics file")
             counts = json.loads(metadata["counts"])
-            layers = {name: LayerStats(count, fh.get_tensor(f"{name}.sum"), fh.get_tensor(f"{name}.gram")) for name, count in counts.items()}
+            aliases = json.loads(metadata.get("aliases") or "{}")
+            stored = {name: LayerStats(count, fh.get_tensor(f"{name}.sum"), fh.get_tensor(f"{name}.gram"))
+                      for name, count in counts.items() if name not in aliases}
+            layers = {name: stored[aliases.get(name, name)] for name in counts}
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise OsrmError(f"{path}: corrupt feature statistics ({exc})") from None
     return TaskFeatures(metadata["task"], metadata["key"], layers, int(metadata["samples"]), json.loads(metadata["meta"]))
