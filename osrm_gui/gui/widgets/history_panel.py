@@ -36,6 +36,8 @@ class ParetoPlot(pg.PlotWidget):
                                           symbolBrush=(214, 39, 40), name="Pareto front")
         self.addItem(self.scatter)
         self.addItem(self.front_line)
+        for axis in ("left", "bottom"):
+            self.getAxis(axis).enableAutoSIPrefix(False)  # metrics read as 0.82, not 820 × 0.001
         self.points: list[HistoryPoint] = []
         self.front: list[int] = []
 
@@ -76,6 +78,7 @@ class HistoryPanel(QWidget):
         save_csv.clicked.connect(self._save_csv)
         self.summary = QLabel()
         self.summary.setObjectName("historySummary")
+        self.summary.setWordWrap(True)  # a long history path must not widen the tab
         controls = QHBoxLayout()
         for label, widget in (("x", self.x), ("y", self.y)):
             controls.addWidget(QLabel(label))
@@ -117,7 +120,8 @@ class HistoryPanel(QWidget):
         self.points = [p for p in points if p.kind == "full"] if self.full_only.isChecked() else points
         tasks = list(dict.fromkeys(t for p in self.points for t in p.scores))
         for combo, default in ((self.x, tasks[0] if tasks else AVERAGE), (self.y, AVERAGE if len(tasks) < 2 else tasks[1])):
-            current = combo.currentText() or default
+            # until there were tasks to pick, the combo only held "average": take the default then
+            current = combo.currentText() if combo.count() > 1 else default
             combo.blockSignals(True)
             combo.clear()
             combo.addItems([AVERAGE, *tasks])
@@ -136,7 +140,7 @@ class HistoryPanel(QWidget):
         for row, point in enumerate(self.points):
             cells = [
                 point.id, time.strftime("%m-%d %H:%M:%S", time.localtime(point.created)), point.kind, point.method,
-                point.lam, " ".join(f"{c:g}" for c in point.coefficients), *(point.scores.get(t) for t in tasks), point.average,
+                point.lam, " ".join(f"{c:.3g}" for c in point.coefficients), *(point.scores.get(t) for t in tasks), point.average,
             ]
             for column, value in enumerate(cells):
                 item = QTableWidgetItem()

@@ -208,10 +208,12 @@ class SweepPanel(QWidget):
             return
         method = self.grid_method.currentText() or result.methods[0]
         first, second = result.axes
+        # a short title: a long one would widen the plot past the window
         self.heatmap.set_matrix(
-            result.grid(method, quantity), [f"{v:g}" for v in first.values], [f"{v:g}" for v in second.values],
-            title=f"{quantity} — {method}   (rows: {first.label}, columns: {second.label})",
+            result.grid(method, quantity), [f"{v:.3g}" for v in first.values], [f"{v:.3g}" for v in second.values],
+            title=f"{quantity} — {method}",
         )
+        self.heatmap.set_axis_titles(first.label, second.label)
 
     def _save_image(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save plot", "sweep.png", "PNG image (*.png);;SVG image (*.svg)")
