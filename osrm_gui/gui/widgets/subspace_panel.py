@@ -96,7 +96,7 @@ class DepthPlot(pg.PlotWidget):
             if fx:
                 curve = pg.PlotDataItem(fx, fy, pen=pg.mkPen(colour, width=2, style=Qt.DashLine), symbol="t", symbolSize=6, symbolBrush=colour)
                 self.fidelity_view.addItem(curve)
-                self.legend.addItem(curve, f"{kind}: merge fidelity error")
+                self.legend.addItem(curve, f"{kind} fidelity")  # short: the legend sits inside a narrow plot
                 self.fidelity_curves[kind] = curve
         # from 0 (lossless) up, so rounding noise of an exact merge stays a flat line at the bottom
         highest = max((max(curve.getData()[1]) for curve in self.fidelity_curves.values()), default=0.0)
