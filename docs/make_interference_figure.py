@@ -34,7 +34,7 @@ def main(out: str) -> int:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
-    from osrm_gui.core.interference import mean_interference
+    from osrm_gui.core.analysis import mean_off_diagonal
     from osrm_gui.gui.plots.heatmap import Heatmap
 
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())
@@ -50,11 +50,11 @@ def main(out: str) -> int:
         heatmap.set_matrix(matrix, names, names, title=family, levels=levels)
         heatmap.set_axis_titles("adapter i", "task j (its inputs)")
         heatmap.setMinimumSize(620, 520)
-        caption = QLabel(f"<b>{family}</b>: off-diagonal mean interference {mean_interference(per_layer):.3f} "
+        caption = QLabel(f"<b>{family}</b>: off-diagonal mean interference {mean_off_diagonal(per_layer):.3f} "
                          f"(lower merges better)")
         grid.addWidget(caption, 0, column)
         grid.addWidget(heatmap, 1, column)
-        print(f"{family}: off-diagonal mean interference over {len(per_layer)} layers = {mean_interference(per_layer):.4f}")
+        print(f"{family}: off-diagonal mean interference over {len(per_layer)} layers = {mean_off_diagonal(per_layer):.4f}")
     figure.resize(1300, 600)
     figure.show()
     for _ in range(20):

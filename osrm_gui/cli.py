@@ -338,19 +338,6 @@ def cmd_history(args):
     return 0
 
 
-def _off_diagonal_mean(matrix) -> float:
-    import numpy as np
-
-    values = matrix[~np.eye(matrix.shape[0], dtype=bool)]
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if v == v]  # NaN: a layer without a single comparable pair
-    return sum(values) / len(values) if values else float("nan")
-
-
 def _check_layer_choice(choice: str, layers: list[str]) -> None:
     from .core.analysis import layer_type
 
@@ -426,12 +413,12 @@ def cmd_analyze(args):
         print()
         by_type = {}
         for name, layer_matrix in per_layer.items():
-            by_type.setdefault(analysis.layer_type(name), []).append(_off_diagonal_mean(layer_matrix))
-        print(format_table([{"layer type": kind, "layers": len(v), "off-diagonal mean": _mean(v)} for kind, v in sorted(by_type.items())]))
-        print(f"off-diagonal mean over layers: {_mean([_off_diagonal_mean(m) for m in per_layer.values()]):.4f}")
+            by_type.setdefault(analysis.layer_type(name), {})[name] = layer_matrix
+        print(format_table([{"layer type": kind, "layers": len(v), "off-diagonal mean": analysis.mean_off_diagonal(v)}
+                            for kind, v in sorted(by_type.items())]))
+        print(f"off-diagonal mean over layers: {analysis.mean_off_diagonal(per_layer):.4f}")
         print()
-        csv_rows += [{"layer": r["layer"], "metric": metric, "adapter_i": r["adapter_i"], "adapter_j": r["adapter_j"], "value": r["value"]}
-                     for r in analysis.to_rows(per_layer, names)]
+        csv_rows += analysis.to_rows(per_layer, names, metric)
     if args.csv:
         _write_csv(args.csv, csv_rows, args.force)
     return 0

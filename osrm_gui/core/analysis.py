@@ -219,9 +219,29 @@ def by_layer_type(per_layer: dict[str, np.ndarray], how: str = "mean") -> dict[s
     return {kind: aggregate({n: m for n, m in per_layer.items() if layer_type(n) == kind}, how) for kind in kinds}
 
 
-def to_rows(per_layer: dict[str, np.ndarray], names: list[str]) -> list[dict]:
-    """One dict (layer, adapter_i, adapter_j, value) per matrix entry, for CSV export."""
+def nan_mean(values) -> float:
+    """Mean of the non-NaN values (NaN when there are none)."""
+    values = list(values)
+    with warnings.catch_warnings():  # all-NaN is a legitimate "no value"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values)) if values else float("nan")
+
+
+def off_diagonal_mean(matrix: np.ndarray) -> float:
+    """Mean over the pairs of different adapters, NaNs skipped (NaN when there are none)."""
+    return nan_mean(matrix[~np.eye(matrix.shape[0], dtype=bool)])
+
+
+def mean_off_diagonal(per_layer: dict[str, np.ndarray]) -> float:
+    """The one-number summary of a metric: the off-diagonal mean of each layer, averaged over
+    the layers that have one (for interference: lower merges better)."""
+    return nan_mean(off_diagonal_mean(m) for m in per_layer.values())
+
+
+def to_rows(per_layer: dict[str, np.ndarray], names: list[str], metric: str | None = None) -> list[dict]:
+    """One dict (layer, [metric,] adapter_i, adapter_j, value) per matrix entry, for CSV export."""
+    tag = {} if metric is None else {"metric": metric}
     return [
-        {"layer": layer, "adapter_i": names[i], "adapter_j": names[j], "value": float(matrix[i, j])}
+        {"layer": layer, **tag, "adapter_i": names[i], "adapter_j": names[j], "value": float(matrix[i, j])}
         for layer, matrix in per_layer.items() for i in range(matrix.shape[0]) for j in range(matrix.shape[1])
     ]

@@ -12,7 +12,8 @@ from typing import Generator
 import numpy as np
 
 from .errors import OsrmError
-from .interference import interference_matrix, mean_interference
+from .analysis import mean_off_diagonal
+from .interference import interference_matrix
 from .merging import MergeSpec
 from .progress import Progress
 from .tasks import Task
@@ -81,7 +82,7 @@ def evaluate_family(ws: Workspace, family: str, seed: int, limit: int | None = N
     merged = yield from ws.merge(MergeSpec("ties", None, 1.0, {"density": 0.5}))
     ties = yield from ws.evaluate(merged, limit=limit)
     grams = yield from ws.adapter_grams()
-    interference = mean_interference(interference_matrix(ws.adapters, grams))
+    interference = mean_off_diagonal(interference_matrix(ws.adapters, grams))
     return FamilyRun(family, seed, {t: s["metric"] for t, s in single.items()}, grid, {t: s["metric"] for t, s in ties.items()},
                      interference, [str(a.path) for a in ws.adapters])
 

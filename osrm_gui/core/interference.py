@@ -33,11 +33,3 @@ def interference_matrix(adapters: list[Adapter], grams: list[dict[str, torch.Ten
         result[name] = matrix
     return result
 
-
-def mean_interference(matrices: dict[str, np.ndarray]) -> float:
-    """The off-diagonal mean over layers: a single number per adapter set (lower merges better)."""
-    values = []
-    for matrix in matrices.values():
-        mask = ~np.eye(matrix.shape[0], dtype=bool)
-        values.append(np.nanmean(matrix[mask]))
-    return float(np.mean(values)) if values else float("nan")

@@ -4,7 +4,8 @@ import torch
 
 from osrm_gui.core.adapters import load_adapter
 from osrm_gui.core.compare import compare, load_runs, save_runs, summarise
-from osrm_gui.core.interference import interference_matrix, mean_interference, output_energy
+from osrm_gui.core.analysis import mean_off_diagonal
+from osrm_gui.core.interference import interference_matrix, output_energy
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.tasks import resolve_task
 from osrm_gui.core.training import TrainSettings
@@ -25,7 +26,7 @@ def test_interference_from_grams_equals_explicit_activations(tiny_adapters):
                 assert matrices[name][i, j] == pytest.approx(float(direct), rel=1e-6)
         assert np.allclose(np.diag(matrices[name]), 1.0)
     expected = np.mean([m[~np.eye(2, dtype=bool)].mean() for m in matrices.values()])
-    assert mean_interference(matrices) == pytest.approx(expected)
+    assert mean_off_diagonal(matrices) == pytest.approx(expected)
 
 
 def test_orthogonal_update_does_not_interfere():

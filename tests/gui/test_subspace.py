@@ -12,7 +12,8 @@ from osrm_gui.core import analysis
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.gui.plots.heatmap import NAN_COLOUR, Heatmap
 from osrm_gui.gui.state import SessionModel
-from osrm_gui.gui.widgets.subspace_panel import STALE_TEXT, SubspacePanel, off_diagonal_mean
+from osrm_gui.core.analysis import off_diagonal_mean
+from osrm_gui.gui.widgets.subspace_panel import STALE_TEXT, SubspacePanel
 from tests.gui.conftest import wait_idle
 
 MATRIX = np.array([[1.0, 0.25], [np.nan, 0.5], [0.75, 0.0]])

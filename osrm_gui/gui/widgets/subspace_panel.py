@@ -4,10 +4,6 @@ faithfully the current merge keeps the adapters' sum, layer by layer."""
 
 from __future__ import annotations
 
-import csv
-import io
-import warnings
-
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -17,6 +13,7 @@ from PySide6.QtWidgets import (
 
 from ...core import analysis
 from ...core.atomic import atomic_write_text
+from ...core.tables import rows_to_csv
 from ..plots.heatmap import Heatmap
 from ..plots.image_export import export_plot
 from ..plots.sweep_plot import PALETTE
@@ -28,19 +25,6 @@ COLORMAPS = {"cosine": "CET-D1"}  # signed: a diverging map, white at 0
 STALE_TEXT = "⚠ Out of date: the adapters or the merge changed after this was computed. Press Compute to update."
 
 
-def off_diagonal_mean(matrix: np.ndarray) -> float:
-    """Mean over the pairs of different adapters, NaNs skipped (NaN when there are none)."""
-    values = matrix[~np.eye(matrix.shape[0], dtype=bool)]
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
-def _nanmean(values) -> float:
-    with warnings.catch_warnings():  # all-NaN is a legitimate "no value"
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(np.nanmean(list(values))) if values else float("nan")
-
-
 def by_depth(values: dict[str, float]) -> tuple[list[float], list[float]]:
     """Layer name → value, as (block index, mean value of the layers at that index), sorted;
     layers without a block number are left out."""
@@ -50,7 +34,7 @@ def by_depth(values: dict[str, float]) -> tuple[list[float], list[float]]:
         if index is not None:
             grouped.setdefault(index, []).append(value)
     xs = sorted(grouped)
-    return [float(x) for x in xs], [_nanmean(grouped[x]) for x in xs]
+    return [float(x) for x in xs], [analysis.nan_mean(grouped[x]) for x in xs]
 
 
 class DepthPlot(pg.PlotWidget):
@@ -90,7 +74,7 @@ class DepthPlot(pg.PlotWidget):
         self.getAxis("bottom").setTicks([[(x, f"{x:.0f}") for x in depths]] if len(depths) <= 16 else None)
         for k, kind in enumerate(kinds):
             colour = PALETTE[k % len(PALETTE)]
-            xs, ys = by_depth({n: off_diagonal_mean(m) for n, m in per_layer.items() if analysis.layer_type(n) == kind})
+            xs, ys = by_depth({n: analysis.off_diagonal_mean(m) for n, m in per_layer.items() if analysis.layer_type(n) == kind})
             self.curves[kind] = self.plot(xs, ys, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6, symbolBrush=colour, name=kind)
             fx, fy = by_depth({n: v for n, v in fidelity.items() if analysis.layer_type(n) == kind})
             if fx:
@@ -294,28 +278,22 @@ class SubspacePanel(QWidget):
         text = f"{label}: off-diagonal mean over {len(per_layer)} layers = {self.summary_value():.4g}."
         fidelity = self.result["fidelity"]
         if fidelity:
-            text += f" Current merge's fidelity error, mean over layers: {_nanmean(fidelity.values()):.3f} (0 = lossless)."
+            text += f" Current merge's fidelity error, mean over layers: {analysis.nan_mean(fidelity.values()):.3f} (0 = lossless)."
         elif self.result.get("fidelity_error"):
             text += f" No merge fidelity: {self.result['fidelity_error']}"
         return text
 
     def summary_value(self) -> float:
         """The one-number summary: the off-diagonal mean over layers."""
-        return _nanmean([off_diagonal_mean(m) for m in self.result["per_layer"].values()])
+        return analysis.mean_off_diagonal(self.result["per_layer"])
 
     # -- export ----------------------------------------------------------------------
     def csv_rows(self) -> list[dict]:
-        rows = analysis.to_rows(self.result["per_layer"], self.result["names"])
-        return [{"layer": r["layer"], "metric": self.result_metric, "adapter_i": r["adapter_i"], "adapter_j": r["adapter_j"], "value": r["value"]}
-                for r in rows]
+        return analysis.to_rows(self.result["per_layer"], self.result["names"], self.result_metric)
 
     def export_csv(self, path: str) -> None:
         """Every layer's matrix entries: layer, metric, adapter_i, adapter_j, value."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["layer", "metric", "adapter_i", "adapter_j", "value"])
-        writer.writeheader()
-        writer.writerows(self.csv_rows())
-        atomic_write_text(path, buffer.getvalue(), force=True)
+        atomic_write_text(path, rows_to_csv(self.csv_rows()), force=True)
 
     def _save_heatmap(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save heatmap", f"{self.result_metric}-heatmap.png", "PNG image (*.png);;SVG image (*.svg)")
