@@ -77,6 +77,7 @@ class MergeSession:
     sweeps: list[SweepResult] = field(default_factory=list)
     history: History | None = None  # where every scored point is recorded (None: the per-user history, opened on first use)
     _heads: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+    _lora_sums: dict = field(default_factory=dict, repr=False)
     _encodings: dict = field(default_factory=dict, repr=False)
 
     # -- base and adapters ------------------------------------------------
@@ -146,6 +147,7 @@ class MergeSession:
                 self._heads[id(s.adapter)] = self.base.build_head(s.adapter.head)
             heads[s.task.name] = self._heads[id(s.adapter)]
         ws._heads = heads
+        ws.lora_sum_cache = self._lora_sums
         return ws
 
     def evaluate_job(self, full: bool = False) -> Generator[Progress, None, EvalResult]:

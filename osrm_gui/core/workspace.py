@@ -29,7 +29,7 @@ class Workspace:
     encoding_cache: dict = field(default_factory=dict)
     feature_samples: int = 100
     _grams: dict[str, dict] = field(default_factory=dict)
-    _lora_sum: object = None  # LoraSum for the current adapters, built on first use
+    lora_sum_cache: dict = field(default_factory=dict)  # a caller's dict keeps the stacked factors across workspaces
 
     @property
     def heads(self) -> dict[str, nn.Module]:
@@ -87,16 +87,19 @@ class Workspace:
             raise OsrmError(str(exc)) from None
         lora_sum = self.lora_sum()
         lora_sum.set_weights(weights)
-        self.base.clear_deltas()
-        with lora_sum.installed():
-            return (yield from evaluate_tasks(self.base, self.heads, self.tasks, split, 64, 128, limit, self.encoding_cache))
+        with lora_sum.installed():  # the hooks carry the whole merge: evaluate the plain base under them
+            return (yield from self.evaluate(None, split, limit))
 
     def lora_sum(self):
+        """The adapters' stacked LoRA factors; only the latest adapter set is kept."""
         from .lora_sum import LoraSum
 
-        if self._lora_sum is None or self._lora_sum.count != len(self.adapters):
-            self._lora_sum = LoraSum(self.base, self.adapters)
-        return self._lora_sum
+        base = self.base
+        key = (base.fingerprint, str(base.device), str(base.dtype), tuple(a.content_hash for a in self.adapters))
+        if key not in self.lora_sum_cache:
+            self.lora_sum_cache.clear()
+            self.lora_sum_cache[key] = LoraSum(base, self.adapters)
+        return self.lora_sum_cache[key]
 
     def evaluate_single(self, split: str = "test", limit: int | None = None, batch_size: int = 64, max_length: int = 128) -> Generator[Progress, None, dict]:
         """Each task with its own adapter alone (the single-task reference)."""

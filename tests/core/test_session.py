@@ -92,3 +92,13 @@ def test_corrupt_workspace(tmp_path):
     (tmp_path / "w.json").write_text("{")
     with pytest.raises(OsrmError, match="w.json: corrupt JSON"):
         run_to_end(open_session(tmp_path / "w.json"))
+
+
+def test_previews_reuse_the_stacked_factors_until_the_adapter_set_changes(session):
+    run_to_end(session.evaluate_job())
+    first = session.workspace().lora_sum()
+    session.lam = 0.3
+    run_to_end(session.evaluate_job())
+    assert session.workspace().lora_sum() is first
+    session.slots[1].enabled = False
+    assert session.workspace().lora_sum().count == 1
