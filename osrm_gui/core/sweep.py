@@ -131,27 +131,35 @@ def workspace_context(ws: Workspace) -> dict:
 
 def score_point(
     ws: Workspace, spec: MergeSpec, split: str = "test", limit: int | None = None, names: list[str] | None = None,
-    history: History | None = None, label: str | None = None, reuse: bool = True,
+    history: History | None = None, label: str | None = None, context: dict | None = None,
 ) -> Generator[Progress, None, HistoryPoint]:
-    """Score one merge, from the history when it was scored before, and record it there."""
+    """Score one merge, from the history when it was scored before, and record it there.
+    ``context``: :func:`workspace_context` of ``ws``, when the caller already has it."""
     spec = spec.resolved(len(ws.adapters))
     names = names or [a.name for a in ws.adapters]
-    key = point_key(workspace_context(ws), spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, split, limit)
-    if history is not None and reuse:
-        known = history.find(key)
+    context = context or workspace_context(ws)
+    if history is not None:
+        known = history.find(_key(context, spec, split, limit))
         if known is not None:
             known.reused = True
             return known
     scores = yield from ws.score(spec, split, limit)
-    point = history_point(ws, spec, split, limit, names, scores, label)
+    point = history_point(ws, spec, split, limit, names, scores, label, context)
     if history is not None:
         history.record(point)
     return point
 
 
-def history_point(ws: Workspace, spec: MergeSpec, split: str, limit: int | None, names: list[str], scores: dict, label: str | None = None) -> HistoryPoint:
+def _key(context: dict, spec: MergeSpec, split: str, limit: int | None) -> str:
+    return point_key(context, spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, split, limit)
+
+
+def history_point(
+    ws: Workspace, spec: MergeSpec, split: str, limit: int | None, names: list[str], scores: dict, label: str | None = None,
+    context: dict | None = None,
+) -> HistoryPoint:
     """The record of ``scores`` (per task, as ``Workspace.score`` returns them) for a resolved ``spec``."""
-    key = point_key(workspace_context(ws), spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, split, limit)
+    key = _key(context or workspace_context(ws), spec, split, limit)
     return HistoryPoint(
         spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, names, [a.content_hash for a in ws.adapters],
         split, limit, {task: s["metric"] for task, s in scores.items()}, kind="preview" if limit else "full", label=label, key=key,
@@ -173,12 +181,13 @@ def run_sweep(
     result = SweepResult(list(axes), spec, list(methods))
     spec_at(spec, names, axes, tuple(a.values[0] for a in axes))  # unknown targets fail before any work
     label = " × ".join(a.target for a in axes)
+    context = workspace_context(ws)  # hashes every task's data: once per sweep, not per point
     done = 0
     for method in methods:
         method_spec = spec if method == spec.method else replace(spec, method=method, params={})
         for values in itertools.product(*(a.values for a in axes)):
             point_spec = spec_at(method_spec, names, axes, values)
-            recorded = yield from score_point(ws, point_spec, split, limit, names, history, f"sweep {label}")
+            recorded = yield from score_point(ws, point_spec, split, limit, names, history, f"sweep {label}", context)
             point = SweepPoint(tuple(values), recorded.scores, method, reused=recorded.reused)
             result.points.append(point)
             done += 1
