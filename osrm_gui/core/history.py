@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,24 +123,36 @@ class History:
         except OSError as exc:
             raise OsrmError(f"{self.path}: cannot open the run history ({exc.strerror})") from None
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self):
+        """A connection committed on success, rolled back on error, and always closed
+        (sqlite3's own context manager leaves it open)."""
         conn = sqlite3.connect(self.path, timeout=10)
         conn.row_factory = sqlite3.Row
-        return conn
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
 
     def record(self, point: HistoryPoint) -> HistoryPoint:
+        return self.record_all([point])[0]
+
+    def record_all(self, points: list[HistoryPoint]) -> list[HistoryPoint]:
+        """Insert ``points`` in one transaction; each gets its new id."""
         with self._connect() as conn:
-            cursor = conn.execute(
-                "INSERT INTO points (key, created, kind, method, params, lam, coefficients, seed, adapters, adapter_hashes,"
-                " split, example_limit, scores, average, label) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    point.key, point.created, point.kind, point.method, json.dumps(point.params, sort_keys=True), point.lam,
-                    json.dumps(point.coefficients), point.seed, json.dumps(point.adapters), json.dumps(point.adapter_hashes),
-                    point.split, point.limit, json.dumps(point.scores), point.average, point.label,
-                ),
-            )
-            point.id = cursor.lastrowid
-        return point
+            for point in points:
+                cursor = conn.execute(
+                    "INSERT INTO points (key, created, kind, method, params, lam, coefficients, seed, adapters, adapter_hashes,"
+                    " split, example_limit, scores, average, label) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        point.key, point.created, point.kind, point.method, json.dumps(point.params, sort_keys=True), point.lam,
+                        json.dumps(point.coefficients), point.seed, json.dumps(point.adapters), json.dumps(point.adapter_hashes),
+                        point.split, point.limit, json.dumps(point.scores), point.average, point.label,
+                    ),
+                )
+                point.id = cursor.lastrowid
+        return points
 
     def find(self, key: str) -> HistoryPoint | None:
         """The latest point recorded under ``key``."""
@@ -171,9 +184,7 @@ class History:
         """Every point of this history into ``other`` (used when a workspace is first saved)."""
         if other.path.resolve() == self.path.resolve():
             return
-        for point in self.points():
-            point.id = None
-            other.record(point)
+        other.record_all(self.points())
 
 
 def to_csv(points: list[HistoryPoint]) -> str:
