@@ -166,16 +166,21 @@ def history_point(
     )
 
 
+def check_axes(axes: list[Axis]) -> None:
+    """OsrmError unless there are one or two axes varying different things."""
+    if not 1 <= len(axes) <= 2:
+        raise OsrmError("a sweep has one or two axes")
+    if len({a.target for a in axes}) != len(axes):
+        raise OsrmError("the two axes of a grid must vary different things")
+
+
 def run_sweep(
     ws: Workspace, spec: MergeSpec, axes: list[Axis], split: str = "test", limit: int | None = None,
     names: list[str] | None = None, methods: list[str] | None = None, history: History | None = None,
 ) -> Generator[Progress | SweepPoint, None, SweepResult]:
     """``names`` label the adapters for the axes (default: the adapters' own names);
     ``methods`` defaults to the spec's own method; other methods use their default parameters."""
-    if not 1 <= len(axes) <= 2:
-        raise OsrmError("a sweep has one or two axes")
-    if len({a.target for a in axes}) != len(axes):
-        raise OsrmError("the two axes of a grid must vary different things")
+    check_axes(axes)
     names = names or [a.name for a in ws.adapters]
     methods = methods or [spec.method]
     result = SweepResult(list(axes), spec, list(methods))

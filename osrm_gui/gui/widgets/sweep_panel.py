@@ -10,7 +10,8 @@ from PySide6.QtWidgets import (
 
 from ...core.atomic import atomic_write_text
 from ...core.merge import METHODS
-from ...core.sweep import LAMBDA, Axis, SweepResult, sweep_values
+from ...core.errors import OsrmError
+from ...core.sweep import LAMBDA, Axis, SweepResult, check_axes, sweep_values
 from ...core.tables import rows_to_csv
 from ..plots.heatmap import Heatmap
 from ..plots.sweep_plot import SweepPlot
@@ -156,8 +157,10 @@ class SweepPanel(QWidget):
 
     def start_sweep(self) -> None:
         axes = [a for a in (self.first.axis(), self.second.axis()) if a is not None]
-        if len(axes) == 2 and axes[0].target == axes[1].target:
-            self.model.message.emit("The two axes of a grid must vary different things")
+        try:
+            check_axes(axes)  # said in the status bar, before any job starts
+        except OsrmError as exc:
+            self.model.message.emit(str(exc))
             return
         self.model.sweep(axes, self.selected_methods())
 
