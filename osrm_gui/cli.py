@@ -323,6 +323,8 @@ def cmd_history(args):
     from .core.atomic import atomic_write_text
     from .core.history import to_csv
 
+    if args.history and not Path(args.history).is_file():
+        raise OsrmError(f"{args.history}: no run history there")
     history = _history(args)
     points = history.points()
     if args.csv:

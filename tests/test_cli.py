@@ -190,3 +190,14 @@ def test_analyze_bad_metric_or_layer_is_one_line(capsys, tiny_base_dir, tiny_ada
     assert code == 2 and err.count("\n") == 1 and err.startswith("osrm: error: unknown metric 'nope'; one of row_overlap") and not out
     code, _, err = run(capsys, "analyze", "--base", tiny_base_dir, *tiny_adapters, "--layer", "key")
     assert code == 2 and err.count("\n") == 1 and "--layer 'key': expected mean, max, a layer type (query, value)" in err
+
+
+def test_a_sweep_of_an_unknown_adapter_fails_before_printing(capsys, tiny_base_dir, tiny_adapters):
+    code, out, err = run(capsys, "sweep", "--base", tiny_base_dir, *tiny_adapters, "--axis", "nope=0:1:2", "--no-history")
+    assert code == 2 and out == "" and err.strip().startswith("osrm: error: cannot sweep 'nope'")
+
+
+def test_history_of_a_missing_file_is_an_error_not_a_new_database(capsys, tmp_path):
+    code, out, err = run(capsys, "history", "--history", tmp_path / "none" / "runs.sqlite")
+    assert code == 2 and err.strip() == f"osrm: error: {tmp_path / 'none' / 'runs.sqlite'}: no run history there"
+    assert not (tmp_path / "none").exists()

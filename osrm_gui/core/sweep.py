@@ -179,12 +179,18 @@ def run_sweep(
     names: list[str] | None = None, methods: list[str] | None = None, history: History | None = None,
 ) -> Generator[Progress | SweepPoint, None, SweepResult]:
     """``names`` label the adapters for the axes (default: the adapters' own names);
-    ``methods`` defaults to the spec's own method; other methods use their default parameters."""
+    ``methods`` defaults to the spec's own method; other methods use their default parameters.
+
+    Not itself a generator: bad axes fail at the call, before anything is printed or scored."""
     check_axes(axes)
     names = names or [a.name for a in ws.adapters]
     methods = methods or [spec.method]
-    result = SweepResult(list(axes), spec, list(methods))
-    spec_at(spec, names, axes, tuple(a.values[0] for a in axes))  # unknown targets fail before any work
+    spec_at(spec, names, axes, tuple(a.values[0] for a in axes))  # unknown targets
+    return _sweep(ws, spec, list(axes), split, limit, names, list(methods), history)
+
+
+def _sweep(ws, spec, axes, split, limit, names, methods, history):
+    result = SweepResult(axes, spec, methods)
     label = " × ".join(a.target for a in axes)
     context = workspace_context(ws)  # hashes every task's data: once per sweep, not per point
     done = 0
