@@ -39,12 +39,12 @@ def main() -> int:
     import torch
 
     import osrm_gui
-    from osrm_gui.core.demo_tasks import DEMO_TASKS
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS
     from osrm_gui.core.evaluation import encode_split, iter_batches
-    from osrm_gui.core.features import collect_features, sample_split
-    from osrm_gui.core.models import load_base
+    from osrm_gui.core.osrm.features import collect_features, sample_split
+    from osrm_gui.core.inputs.models import load_base
     from osrm_gui.core.progress import run_to_end
-    from osrm_gui.core.tasks import resolve_task
+    from osrm_gui.core.inputs.tasks import resolve_task
 
     torch.set_num_threads(args.threads or os.cpu_count())
     base = load_base(args.base, device="cpu")

@@ -20,8 +20,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=4, help="other tasks whose statistics are pooled")
     args = parser.parse_args()
 
-    from osrm_gui.core.features import LayerStats
-    from osrm_gui.core.osrm import cov_subspace, mean_subspace
+    from osrm_gui.core.osrm.features import LayerStats
+    from osrm_gui.core.osrm.subspaces import cov_subspace, mean_subspace
 
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {device}, torch {torch.__version__}, rank {args.rank}, {args.tasks} other tasks")

@@ -31,7 +31,7 @@ def main() -> int:
 
     from osrm_gui.core.progress import run_to_end
     from osrm_gui.core.session import MergeSession
-    from osrm_gui.demo import demo_adapter_paths
+    from osrm_gui.core.inputs.demo_set import demo_adapter_paths
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -155,8 +155,8 @@ def paths(work: Path) -> tuple[Path, list[Path], list[Path]]:
 def run_step(step: str, work: Path, args) -> dict:
     import torch
 
-    from osrm_gui.core.merging import MergeSpec
-    from osrm_gui.core.models import load_base
+    from osrm_gui.core.merge.spec import MergeSpec
+    from osrm_gui.core.inputs.models import load_base
     from osrm_gui.core.progress import run_to_end
     from osrm_gui.core.workspace import open_workspace
 
@@ -179,8 +179,8 @@ def run_step(step: str, work: Path, args) -> dict:
     started = time.perf_counter()
     if step == "features":
         # the loop of `osrm features` (cli.cmd_features), into an empty cache folder
-        from osrm_gui.core.features import cached_features
-        from osrm_gui.core.tasks import resolve_task
+        from osrm_gui.core.osrm.features import cached_features
+        from osrm_gui.core.inputs.tasks import resolve_task
 
         cache = Path(tempfile.mkdtemp(prefix="features-", dir=work))
         try:

@@ -75,12 +75,12 @@ def main() -> int:
     from transformers.utils import logging as hf_logging
 
     import osrm_gui.core.evaluation as evaluation
-    from osrm_gui.core.merging import MergeSpec
-    from osrm_gui.core.models import embedded_model_path
+    from osrm_gui.core.merge.spec import MergeSpec
+    from osrm_gui.core.inputs.models import embedded_model_path
     from osrm_gui.core.progress import run_to_end
-    from osrm_gui.core.sweep import Axis, SweepPoint, run_sweep, sweep_values
+    from osrm_gui.core.explore.sweep import Axis, SweepPoint, run_sweep, sweep_values
     from osrm_gui.core.workspace import open_workspace
-    from osrm_gui.demo import demo_adapter_paths
+    from osrm_gui.core.inputs.demo_set import demo_adapter_paths
 
     torch.set_num_threads(args.threads or os.cpu_count())
     hf_logging.set_verbosity_error()

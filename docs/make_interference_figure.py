@@ -18,10 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def family_matrix(family: str):
-    from osrm_gui.core import analysis
+    from osrm_gui.core.analysis import pairwise as analysis
     from osrm_gui.core.progress import run_to_end
     from osrm_gui.core.workspace import open_workspace
-    from osrm_gui.demo import demo_adapter_paths
+    from osrm_gui.core.inputs.demo_set import demo_adapter_paths
 
     ws = open_workspace(None, demo_adapter_paths(family=family), device="cpu")
     grams = run_to_end(ws.adapter_grams())
@@ -34,7 +34,7 @@ def main(out: str) -> int:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
-    from osrm_gui.core.analysis import mean_off_diagonal
+    from osrm_gui.core.analysis.pairwise import mean_off_diagonal
     from osrm_gui.gui.plots.heatmap import Heatmap
 
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OsrmError
+from osrm_gui.core.errors import OsrmError
 
 
 def read_document(path: str | Path, fmt: str, kind: str) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import OsrmError
+from osrm_gui.core.errors import OsrmError
 
 DTYPES = {
     "float32": torch.float32,

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metrics import compute_metrics, predictions_from_logits
-from .models import BaseModel
-from .progress import Progress
-from .tasks import Task, TaskSplit
+from osrm_gui.core.metrics import compute_metrics, predictions_from_logits
+from osrm_gui.core.inputs.models import BaseModel
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task, TaskSplit
 
 
 @dataclass

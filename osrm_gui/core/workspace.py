@@ -8,14 +8,14 @@ from typing import Generator
 
 from torch import nn
 
-from .adapters import Adapter, load_adapter
-from .errors import OsrmError
-from .evaluation import evaluate_tasks
-from .merge import get_method
-from .merging import MergedState, MergeSpec, merge_adapters, pair_tasks, task_heads, validate_all
-from .models import BaseModel, load_base
-from .progress import Progress
-from .tasks import Task, resolve_task
+from osrm_gui.core.inputs.adapters import Adapter, load_adapter
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.evaluation import evaluate_tasks
+from osrm_gui.core.merge import get_method
+from osrm_gui.core.merge.spec import MergedState, MergeSpec, merge_adapters, pair_tasks, task_heads, validate_all
+from osrm_gui.core.inputs.models import BaseModel, load_base
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task, resolve_task
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Workspace:
 
     def adapter_grams(self) -> Generator[Progress, None, list[dict]]:
         """Per adapter, the Gram matrices of its task's inputs to each of its layers (pretrained base)."""
-        from .features import cached_features
+        from osrm_gui.core.osrm.features import cached_features
 
         by_adapter = {id(a): t for t in self.tasks for a in [self.pairs[t.name]]}
         grams = []
@@ -92,7 +92,7 @@ class Workspace:
 
     def lora_sum(self):
         """The adapters' stacked LoRA factors; only the latest adapter set is kept."""
-        from .lora_sum import LoraSum
+        from osrm_gui.core.merge.stacked_lora import LoraSum
 
         base = self.base
         key = (base.fingerprint, str(base.device), str(base.dtype), tuple(a.content_hash for a in self.adapters))

@@ -23,8 +23,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.preview_size is not None and args.preview_size < 10:
         parser.error("--preview-size must be at least 10")
     if args.device is not None:
-        from ..core.device import pick_device
-        from ..core.errors import OsrmError
+        from osrm_gui.core.device import pick_device
+        from osrm_gui.core.errors import OsrmError
 
         try:
             if args.device != "auto":
@@ -41,9 +41,9 @@ def settings():
 
 
 def build_window(args: argparse.Namespace):
-    from ..core.session import MergeSession
-    from .main_window import MainWindow
-    from .state import SessionModel
+    from osrm_gui.core.session import MergeSession
+    from osrm_gui.gui.main_window import MainWindow
+    from osrm_gui.gui.state import SessionModel
 
     store = settings()
     if args.device:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("osrm-gui")
     app.setOrganizationName(ORGANISATION)
-    from .gc_guard import MainThreadCollector
+    from osrm_gui.gui.gc_guard import MainThreadCollector
 
     collector = MainThreadCollector(parent=app)
     window = build_window(args)

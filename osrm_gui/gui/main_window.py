@@ -10,17 +10,17 @@ from PySide6.QtWidgets import (
     QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from .. import __version__
-from .dialogs.error_dialog import show_error
-from .dialogs.export_dialog import ExportDialog
-from .plots.results_plot import ResultsPlot
-from .state import SessionModel
-from .widgets.adapters_panel import AdaptersPanel
-from .widgets.history_panel import HistoryPanel
-from .widgets.merge_panel import MergePanel
-from .widgets.osrm_panel import OsrmPanel
-from .widgets.subspace_panel import SubspacePanel
-from .widgets.sweep_panel import SweepPanel
+from osrm_gui import __version__
+from osrm_gui.gui.dialogs.error_dialog import show_error
+from osrm_gui.gui.dialogs.export_dialog import ExportDialog
+from osrm_gui.gui.plots.results_plot import ResultsPlot
+from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.adapters_panel import AdaptersPanel
+from osrm_gui.gui.widgets.history_panel import HistoryPanel
+from osrm_gui.gui.widgets.merge_panel import MergePanel
+from osrm_gui.gui.widgets.osrm_panel import OsrmPanel
+from osrm_gui.gui.widgets.subspace_panel import SubspacePanel
+from osrm_gui.gui.widgets.sweep_panel import SweepPanel
 
 MAX_RECENT = 8
 TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"
@@ -129,7 +129,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = file.addMenu("&Recent workspaces")
         self._fill_recent()
         self._action(file, "Open &demo", self.model.open_demo, None, "The embedded MiniLM with the demo adapters")
-        from ..demo import demo_families
+        from osrm_gui.core.inputs.demo_set import demo_families
 
         for family in demo_families()[1:]:
             self._action(file, f"Open demo ({family} adapters)", lambda checked=False, f=family: self.model.open_demo(f), None,

@@ -10,14 +10,14 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 from superqt.utils import create_worker
 
-from ..core.device import describe_device
-from ..core.errors import OsrmError
-from ..core.merge import METHODS
-from ..core.progress import Progress
-from ..core.session import AdapterSlot, EvalResult, MergeSession, open_session
-from ..core.history import HistoryPoint
-from ..core.sweep import Axis, SweepPoint, SweepResult
-from .workers import JobSlot, one_line
+from osrm_gui.core.device import describe_device
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.merge import METHODS
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.session import AdapterSlot, EvalResult, MergeSession, open_session
+from osrm_gui.core.explore.history import HistoryPoint
+from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult
+from osrm_gui.gui.workers import JobSlot, one_line
 
 PREVIEW_DEBOUNCE_MS = 250
 
@@ -61,7 +61,7 @@ class SessionModel(QObject):
 
     # -- loading ---------------------------------------------------------------
     def open_demo(self, family: str = "peft-default") -> None:
-        from ..demo import demo_adapter_paths
+        from osrm_gui.core.inputs.demo_set import demo_adapter_paths
 
         # the same merge `osrm demo run` (and so `make run`) prints: task arithmetic at λ = 0.5
         self.open_paths(None, [str(p) for p in demo_adapter_paths(family=family)], lam=0.5)

@@ -15,8 +15,8 @@ from typing import Callable, Generator
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import GeneratorWorker, create_worker
 
-from ..core.errors import OsrmError
-from ..core.progress import Progress
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.progress import Progress
 
 
 class JobError(Exception):

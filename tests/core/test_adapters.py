@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from osrm_gui.core.adapters import load_adapter, validate_adapter
+from osrm_gui.core.inputs.adapters import load_adapter, validate_adapter
 from osrm_gui.core.errors import OsrmError
-from osrm_gui.core.models import load_base
+from osrm_gui.core.inputs.models import load_base
 from tests.conftest import make_adapter
 
 

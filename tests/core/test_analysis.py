@@ -10,9 +10,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from osrm_gui.core import analysis
-from osrm_gui.core.adapters import Adapter, LoraLayer, load_adapter
-from osrm_gui.core.merging import MergeSpec, merge_adapters
+from osrm_gui.core.analysis import pairwise as analysis
+from osrm_gui.core.inputs.adapters import Adapter, LoraLayer, load_adapter
+from osrm_gui.core.merge.spec import MergeSpec, merge_adapters
 from osrm_gui.core.progress import run_to_end
 
 D_OUT, D_IN = 12, 10

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from osrm_gui.core.adapters import load_adapter
-from osrm_gui.core.compare import compare, load_runs, save_runs, summarise
-from osrm_gui.core.analysis import mean_off_diagonal
-from osrm_gui.core.interference import interference_matrix, output_energy
+from osrm_gui.core.inputs.adapters import load_adapter
+from osrm_gui.core.explore.compare import compare, load_runs, save_runs, summarise
+from osrm_gui.core.analysis.pairwise import mean_off_diagonal
+from osrm_gui.core.analysis.interference import interference_matrix, output_energy
 from osrm_gui.core.progress import run_to_end
-from osrm_gui.core.tasks import resolve_task
-from osrm_gui.core.training import TrainSettings
+from osrm_gui.core.inputs.tasks import resolve_task
+from osrm_gui.core.osrm.training import TrainSettings
 
 
 def test_interference_from_grams_equals_explicit_activations(tiny_adapters):
@@ -55,7 +55,7 @@ def test_compare_trains_each_family_once_and_summarises(tiny_base_dir, tiny_task
 
 
 def test_per_task_rows_use_the_best_lambda():
-    from osrm_gui.core.compare import FamilyRun, per_task
+    from osrm_gui.core.explore.compare import FamilyRun, per_task
 
     grid = {"0": {"a": 0.1, "b": 0.2}, "1": {"a": 0.5, "b": 0.7}}
     rows = per_task([FamilyRun("f", 0, {"a": 1.0, "b": 0.7}, grid, {"a": 0.4, "b": 0.3}, 0.5)])

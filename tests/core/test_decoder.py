@@ -2,12 +2,12 @@
 
 import torch
 
-from osrm_gui.core.features import collect_features
-from osrm_gui.core.merging import MergeSpec
-from osrm_gui.core.models import load_base
+from osrm_gui.core.osrm.features import collect_features
+from osrm_gui.core.merge.spec import MergeSpec
+from osrm_gui.core.inputs.models import load_base
 from osrm_gui.core.progress import run_to_end
-from osrm_gui.core.tasks import resolve_task
-from osrm_gui.core.training import TrainSettings, train_adapter
+from osrm_gui.core.inputs.tasks import resolve_task
+from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 from osrm_gui.core.workspace import open_workspace
 from tests.conftest import make_adapter
 

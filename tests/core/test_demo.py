@@ -4,9 +4,9 @@ import hashlib
 
 import pytest
 
-from osrm_gui.core.demo_tasks import DEMO_TASKS, load_demo_task
-from osrm_gui.demo import demo_adapter_paths, read_manifest
-from osrm_gui.paths import demo_dir
+from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
+from osrm_gui.core.inputs.demo_set import demo_adapter_paths, read_manifest
+from osrm_gui.core.paths import demo_dir
 from tests.conftest import accuracy_after_reload
 
 
@@ -44,7 +44,7 @@ def test_demo_tasks_are_deterministic_and_disjoint():
 def test_real_minilm_merge_eval_export_reload(tmp_path):
     """load → merge → eval → export → reload in a fresh process → same metric."""
     from osrm_gui.core.export import export_full_models
-    from osrm_gui.core.merging import MergeSpec, merge_adapters
+    from osrm_gui.core.merge.spec import MergeSpec, merge_adapters
     from osrm_gui.core.progress import run_to_end
     from osrm_gui.core.workspace import open_workspace
 
@@ -78,9 +78,9 @@ def test_build_reuses_only_identically_trained_adapters(tmp_path):
     import json
     from dataclasses import asdict
 
-    from osrm_gui.core.compare import family_settings
-    from osrm_gui.core.training import TrainSettings
-    from osrm_gui.demo import LORA, _reusable
+    from osrm_gui.core.explore.compare import family_settings
+    from osrm_gui.core.osrm.training import TrainSettings
+    from osrm_gui.cli.demo import LORA, _reusable
 
     task = load_demo_task("word-pos")
     specs = [f"demo:{n}" for n in DEMO_TASKS]

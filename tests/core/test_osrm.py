@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from osrm_gui.core.adapters import load_adapter
+from osrm_gui.core.inputs.adapters import load_adapter
 from osrm_gui.core.errors import OsrmError
-from osrm_gui.core.features import LayerStats, TaskFeatures, cached_features, collect_features
+from osrm_gui.core.osrm.features import LayerStats, TaskFeatures, cached_features, collect_features
 from osrm_gui.core.merge import get_method, merge_layers
 from osrm_gui.core.merge.regmean import regmean_merge
-from osrm_gui.core.models import load_base
-from osrm_gui.core.osrm import cov_subspace, mean_subspace, project_adapter, subspaces
+from osrm_gui.core.inputs.models import load_base
+from osrm_gui.core.osrm.subspaces import cov_subspace, mean_subspace, project_adapter, subspaces
 from osrm_gui.core.progress import run_to_end
-from osrm_gui.core.tasks import resolve_task
-from osrm_gui.core.training import TrainSettings, train_adapter
+from osrm_gui.core.inputs.tasks import resolve_task
+from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def _stats(rows: torch.Tensor) -> LayerStats:
 
 def _explicit_inputs(base, task, layer, samples=100, max_length=128):
     """Inputs of one layer gathered one example at a time (no padding at all)."""
-    from osrm_gui.core.features import sample_split
+    from osrm_gui.core.osrm.features import sample_split
 
     captured = []
     module = base.model.get_submodule(layer)
@@ -153,7 +153,7 @@ def test_post_hoc_projection(tiny_adapters, base, tasks, tmp_path):
         torch.testing.assert_close(layer.delta().double(), expected, rtol=1e-4, atol=1e-5)
         kept = float(torch.linalg.matrix_norm(expected) / torch.linalg.matrix_norm(adapter.layers[name].delta().double()))
         assert projection.kept[name] == pytest.approx(kept, rel=1e-5) and 0 < kept < 1
-    from osrm_gui.core.osrm import write_projection
+    from osrm_gui.core.osrm.subspaces import write_projection
 
     write_projection(projection, base, tmp_path / "projected", "cov", ["animal"])
     written = load_adapter(tmp_path / "projected")
@@ -203,7 +203,7 @@ def test_regmean_through_the_engine():
 
 
 def test_regmean_on_a_workspace(tiny_base_dir, tiny_adapters):
-    from osrm_gui.core.merging import MergeSpec
+    from osrm_gui.core.merge.spec import MergeSpec
     from osrm_gui.core.workspace import open_workspace
 
     ws = open_workspace(tiny_base_dir, tiny_adapters, device="cpu")
@@ -214,7 +214,7 @@ def test_regmean_on_a_workspace(tiny_base_dir, tiny_adapters):
 
 
 def test_subspace_energy_matches_the_trace_formula():
-    from osrm_gui.core.osrm import subspace_energy
+    from osrm_gui.core.osrm.subspaces import subspace_energy
 
     rng = np.random.default_rng(5)
     scales = [np.linspace(0.1, 3.0, 8), np.linspace(3.0, 0.1, 8)]

@@ -5,7 +5,7 @@ import pytest
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.session import MergeSession, open_session
-from osrm_gui.core.sweep import LAMBDA, SweepPoint, sweep_values
+from osrm_gui.core.explore.sweep import LAMBDA, SweepPoint, sweep_values
 
 
 @pytest.fixture()

@@ -8,10 +8,10 @@ import torch
 
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.evaluation import encode_split, predict_logits
-from osrm_gui.core.history import History, pareto_front, to_csv
-from osrm_gui.core.merging import MergeSpec
+from osrm_gui.core.explore.history import History, pareto_front, to_csv
+from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.progress import run_to_end
-from osrm_gui.core.sweep import LAMBDA, Axis, SweepPoint, parse_axis, run_sweep
+from osrm_gui.core.explore.sweep import LAMBDA, Axis, SweepPoint, parse_axis, run_sweep
 from osrm_gui.core.workspace import open_workspace
 
 

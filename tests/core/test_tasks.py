@@ -4,7 +4,7 @@ import pytest
 
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.metrics import compute_metrics
-from osrm_gui.core.tasks import load_task_file, resolve_task
+from osrm_gui.core.inputs.tasks import load_task_file, resolve_task
 
 
 @pytest.fixture()

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from osrm_gui.core.adapters import load_adapter
+from osrm_gui.core.inputs.adapters import load_adapter
 from osrm_gui.core.errors import OsrmError
-from osrm_gui.core.tasks import resolve_task
-from osrm_gui.core.training import TrainSettings, train_adapter
+from osrm_gui.core.inputs.tasks import resolve_task
+from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 
 
 @pytest.fixture(scope="module")

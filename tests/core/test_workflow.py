@@ -9,7 +9,7 @@ import torch
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.evaluation import encode_split, predict_logits
 from osrm_gui.core.export import build_recipe, export_full_models, export_peft_adapters, read_recipe, write_recipe
-from osrm_gui.core.merging import MergeSpec, merge_adapters
+from osrm_gui.core.merge.spec import MergeSpec, merge_adapters
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.workspace import open_workspace
 from tests.conftest import accuracy_after_reload
@@ -143,7 +143,7 @@ def test_recipe_detects_a_changed_adapter(ws, tmp_path, tiny_base_dir):
 
     copy = tmp_path / "colour"
     shutil.copytree(ws.adapters[0].path, copy)
-    from osrm_gui.core.adapters import load_adapter
+    from osrm_gui.core.inputs.adapters import load_adapter
 
     write_recipe(build_recipe(ws.base, [load_adapter(copy)], MergeSpec()), tmp_path / "r.json")
     from tests.conftest import make_adapter

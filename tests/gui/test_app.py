@@ -11,7 +11,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox
 
-from osrm_gui.core.sweep import Axis
+from osrm_gui.core.explore.sweep import Axis
 from tests.conftest import make_adapter
 from tests.gui.conftest import wait_idle
 
@@ -313,7 +313,7 @@ def test_osrm_panel_statistics_training_and_projection(qtbot, window, tmp_path):
 
 
 def test_compare_dialog_shows_the_saved_comparison(qtbot, tmp_path):
-    from osrm_gui.core.compare import LAMBDAS, FamilyRun, save_runs
+    from osrm_gui.core.explore.compare import LAMBDAS, FamilyRun, save_runs
     from osrm_gui.gui.dialogs.compare_dialog import CompareDialog
 
     def run(family, seed, level):

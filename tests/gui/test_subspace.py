@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
-from osrm_gui.core import analysis
+from osrm_gui.core.analysis import pairwise as analysis
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.gui.plots.heatmap import NAN_COLOUR, Heatmap
 from osrm_gui.gui.state import SessionModel
-from osrm_gui.core.analysis import off_diagonal_mean
+from osrm_gui.core.analysis.pairwise import off_diagonal_mean
 from osrm_gui.gui.widgets.subspace_panel import STALE_TEXT, SubspacePanel
 from tests.gui.conftest import wait_idle
 

@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from osrm_gui.core.progress import run_to_end
-from osrm_gui.core.sweep import Axis
+from osrm_gui.core.explore.sweep import Axis
 from tests.gui.conftest import wait_idle
 
 

@@ -6,9 +6,9 @@ Every method merges one layer at a time from its LoRA factors (see
 
 from __future__ import annotations
 
-from . import concat, dare, linear, magnitude_prune, regmean, svd, task_arithmetic, ties
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
-from .engine import fidelity, layer_seed, merge_layers
+from osrm_gui.core.merge import concat, dare, linear, magnitude_prune, regmean, svd, task_arithmetic, ties
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
+from osrm_gui.core.merge.engine import fidelity, layer_seed, merge_layers
 
 METHODS: dict[str, MergeMethod] = {
     m.name: m

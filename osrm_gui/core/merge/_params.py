@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Param
+from osrm_gui.core.merge.base import Param
 
 DENSITY = Param(
     "density",

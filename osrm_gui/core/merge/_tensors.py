@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import LayerContext, LoraDelta
+from osrm_gui.core.merge.base import LayerContext, LoraDelta
 
 
 def compute_dtype(deltas: Sequence[LoraDelta]) -> torch.dtype:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ._tensors import compute_dtype
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod
+from osrm_gui.core.merge._tensors import compute_dtype
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod
 
 
 def concat_factors(

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from ._params import DENSITY, MAJORITY_SIGN_METHOD
-from ._tensors import coefficient_weights, stack_task_vectors, weighted_sum
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod
-from .sparsify import dare_drop
-from .ties import elect_and_merge
+from osrm_gui.core.merge._params import DENSITY, MAJORITY_SIGN_METHOD
+from osrm_gui.core.merge._tensors import coefficient_weights, stack_task_vectors, weighted_sum
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod
+from osrm_gui.core.merge.sparsify import dare_drop
+from osrm_gui.core.merge.ties import elect_and_merge
 
 
 def dare_linear_merge(stack: torch.Tensor, weights: torch.Tensor, density: float, seed: int) -> torch.Tensor:

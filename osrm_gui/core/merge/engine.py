@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod
 
 LoraFactors = tuple[torch.Tensor, torch.Tensor, float]
 
@@ -62,7 +62,7 @@ def merge_layers(
     not itself a generator, so errors surface at the call).
     """
     if isinstance(method, str):
-        from . import get_method
+        from osrm_gui.core.merge import get_method
 
         method = get_method(method)
     if not adapters:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ._params import DENSITY
-from ._tensors import coefficient_weights, stack_task_vectors, weighted_sum
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod
-from .sparsify import magnitude_trim
+from osrm_gui.core.merge._params import DENSITY
+from osrm_gui.core.merge._tensors import coefficient_weights, stack_task_vectors, weighted_sum
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod
+from osrm_gui.core.merge.sparsify import magnitude_trim
 
 
 def magnitude_prune_merge(stack: torch.Tensor, weights: torch.Tensor, density: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
 
 
 def regularised(gram: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
-from .concat import concat_factors
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
+from osrm_gui.core.merge.concat import concat_factors
 
 
 def factored_svd(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._tensors import coefficient_weights, stack_task_vectors, weighted_sum
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod
+from osrm_gui.core.merge._tensors import coefficient_weights, stack_task_vectors, weighted_sum
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod
 
 
 def task_arithmetic_merge(stack: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

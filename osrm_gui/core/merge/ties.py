@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from ._params import DENSITY, MAJORITY_SIGN_METHOD
-from ._tensors import coefficient_weights, stack_task_vectors
-from .base import LayerContext, LayerResult, LoraDelta, MergeMethod
-from .sparsify import magnitude_trim
+from osrm_gui.core.merge._params import DENSITY, MAJORITY_SIGN_METHOD
+from osrm_gui.core.merge._tensors import coefficient_weights, stack_task_vectors
+from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod
+from osrm_gui.core.merge.sparsify import magnitude_trim
 
 
 def agreement_mask(weighted: torch.Tensor, majority_sign_method: str = "total") -> torch.Tensor:

@@ -8,8 +8,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QDialog, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ...core.compare import LAMBDAS, load_runs, summarise
-from ..plots.sweep_plot import PALETTE
+from osrm_gui.core.explore.compare import LAMBDAS, load_runs, summarise
+from osrm_gui.gui.plots.sweep_plot import PALETTE
 
 
 class CompareDialog(QDialog):

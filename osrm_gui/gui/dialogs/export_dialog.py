@@ -7,8 +7,8 @@ from PySide6.QtWidgets import (
     QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from ...core.merge import get_method
-from ..state import SessionModel
+from osrm_gui.core.merge import get_method
+from osrm_gui.gui.state import SessionModel
 
 KINDS = {
     "full": "Full model per task (loads with transformers' AutoModelForSequenceClassification)",

@@ -14,8 +14,8 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QGraphicsRectItem
 
-from ...core.atomic import atomic_write_text
-from .image_export import export_plot
+from osrm_gui.core.atomic import atomic_write_text
+from osrm_gui.gui.plots.image_export import export_plot
 
 NAN_COLOUR = (200, 200, 200)
 ROW_LABEL_PX = 160  # longer row labels are elided in the middle; the read-out shows them whole

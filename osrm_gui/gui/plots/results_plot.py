@@ -6,7 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..state import SessionModel
+from osrm_gui.gui.state import SessionModel
 
 MERGED = (33, 102, 172)
 SINGLE = (170, 170, 170)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
-from ...core.atomic import atomic_write_text
-from ...core.sweep import SweepPoint, SweepResult
-from ...core.tables import rows_to_csv
-from .image_export import export_plot
+from osrm_gui.core.atomic import atomic_write_text
+from osrm_gui.core.explore.sweep import SweepPoint, SweepResult
+from osrm_gui.core.tables import rows_to_csv
+from osrm_gui.gui.plots.image_export import export_plot
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 

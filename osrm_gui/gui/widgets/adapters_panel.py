@@ -7,7 +7,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from ..state import SessionModel
+from osrm_gui.gui.state import SessionModel
 
 COLUMNS = ["Merge", "Name", "Task", "Rank", "Alpha", "Targets", "Size", "Init"]
 

@@ -12,9 +12,9 @@ from PySide6.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from ...core.atomic import atomic_write_text
-from ...core.history import HistoryPoint, pareto_front, to_csv
-from ..state import SessionModel
+from osrm_gui.core.atomic import atomic_write_text
+from osrm_gui.core.explore.history import HistoryPoint, pareto_front, to_csv
+from osrm_gui.gui.state import SessionModel
 
 AVERAGE = "average"
 

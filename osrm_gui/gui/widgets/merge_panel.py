@@ -7,8 +7,8 @@ from PySide6.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from ...core.merge import METHODS, get_method
-from ..state import SessionModel
+from osrm_gui.core.merge import METHODS, get_method
+from osrm_gui.gui.state import SessionModel
 
 SLIDER_STEPS = 100  # slider positions per unit of coefficient
 

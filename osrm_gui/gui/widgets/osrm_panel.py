@@ -13,10 +13,10 @@ from PySide6.QtWidgets import (
     QListWidgetItem, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from ...core.session import TrainedAdapter
-from ...core.training import INITIALISERS, TrainProgress, TrainSettings
-from ..plots.sweep_plot import PALETTE
-from ..state import SessionModel
+from osrm_gui.core.session import TrainedAdapter
+from osrm_gui.core.osrm.training import INITIALISERS, TrainProgress, TrainSettings
+from osrm_gui.gui.plots.sweep_plot import PALETTE
+from osrm_gui.gui.state import SessionModel
 
 
 class OsrmPanel(QWidget):
@@ -193,8 +193,8 @@ class OsrmPanel(QWidget):
         self.status.setText(f"Trained {len(paths)} adapter(s) into {self.out.text()}; they are in the adapters list.")
 
     def show_compare(self):
-        from ...paths import demo_dir
-        from ..dialogs.compare_dialog import CompareDialog
+        from osrm_gui.core.paths import demo_dir
+        from osrm_gui.gui.dialogs.compare_dialog import CompareDialog
 
         path = demo_dir() / "compare.json"
         if not path.is_file():

@@ -11,13 +11,13 @@ from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget,
 )
 
-from ...core import analysis
-from ...core.atomic import atomic_write_text
-from ...core.tables import rows_to_csv
-from ..plots.heatmap import Heatmap
-from ..plots.image_export import export_plot
-from ..plots.sweep_plot import PALETTE
-from ..state import SessionModel
+from osrm_gui.core.analysis import pairwise as analysis
+from osrm_gui.core.atomic import atomic_write_text
+from osrm_gui.core.tables import rows_to_csv
+from osrm_gui.gui.plots.heatmap import Heatmap
+from osrm_gui.gui.plots.image_export import export_plot
+from osrm_gui.gui.plots.sweep_plot import PALETTE
+from osrm_gui.gui.state import SessionModel
 
 JOB_LABEL = "Subspace analysis"
 LEVELS = {"cosine": (-1.0, 1.0), "interference": None}  # None: the data's range; the rest live in [0, 1]

@@ -8,14 +8,14 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from ...core.atomic import atomic_write_text
-from ...core.merge import METHODS
-from ...core.errors import OsrmError
-from ...core.sweep import LAMBDA, Axis, SweepResult, check_axes, sweep_values
-from ...core.tables import rows_to_csv
-from ..plots.heatmap import Heatmap
-from ..plots.sweep_plot import SweepPlot
-from ..state import SessionModel
+from osrm_gui.core.atomic import atomic_write_text
+from osrm_gui.core.merge import METHODS
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.explore.sweep import LAMBDA, Axis, SweepResult, check_axes, sweep_values
+from osrm_gui.core.tables import rows_to_csv
+from osrm_gui.gui.plots.heatmap import Heatmap
+from osrm_gui.gui.plots.sweep_plot import SweepPlot
+from osrm_gui.gui.state import SessionModel
 
 NONE = ""
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .adapters import Adapter
-from .models import BaseModel
+from osrm_gui.core.inputs.adapters import Adapter
+from osrm_gui.core.inputs.models import BaseModel
 
 
 class _Layer:

@@ -14,13 +14,13 @@ from typing import Callable, Generator
 import numpy as np
 import torch
 
-from .adapters import CONFIG_FILE, METADATA_FILE
-from .atomic import atomic_dir
-from .errors import OsrmError
-from .evaluation import EncodedSplit, encode_split, iter_batches
-from .models import load_base
-from .progress import Progress
-from .tasks import Task
+from osrm_gui.core.inputs.adapters import CONFIG_FILE, METADATA_FILE
+from osrm_gui.core.atomic import atomic_dir
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.evaluation import EncodedSplit, encode_split, iter_batches
+from osrm_gui.core.inputs.models import load_base
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task
 
 
 @dataclass
@@ -103,9 +103,9 @@ register_init(Initialiser("gaussian", "peft's Gaussian: A ~ N(0, 1/r), B = 0", "
 
 def _osrm_prepare(variant: str):
     def prepare(base, task, settings):
-        from .features import cached_features
-        from .osrm import subspaces_from_others
-        from .tasks import resolve_task
+        from osrm_gui.core.osrm.features import cached_features
+        from osrm_gui.core.osrm.subspaces import subspaces_from_others
+        from osrm_gui.core.inputs.tasks import resolve_task
 
         others = [resolve_task(spec) for spec in settings.osrm_tasks or []]
         others = [t for t in others if t.name != task.name]

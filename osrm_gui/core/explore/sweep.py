@@ -11,11 +11,11 @@ from typing import Generator
 
 import numpy as np
 
-from .errors import OsrmError
-from .history import History, HistoryPoint, point_key
-from .merging import MergeSpec
-from .progress import Progress
-from .workspace import Workspace
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.explore.history import History, HistoryPoint, point_key
+from osrm_gui.core.merge.spec import MergeSpec
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.workspace import Workspace
 
 LAMBDA = "lambda"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import OsrmError
-from .models import BaseModel, is_linear, linear_shape
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.inputs.hub import resolve
+from osrm_gui.core.inputs.models import BaseModel, is_linear, linear_shape
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -49,6 +50,7 @@ class Adapter:
     content_hash: str
     size_bytes: int
     warnings: list[str] = field(default_factory=list)
+    hub_id: str | None = None  # org/name@commit when loaded by Hub id
 
     @property
     def task(self) -> str | None:
@@ -154,8 +156,9 @@ def _file_hash(path: Path) -> str:
 
 
 def load_adapter(path: str | Path) -> Adapter:
-    """Read a PEFT LoRA adapter folder (or its ``adapter_config.json``)."""
-    folder = Path(path).expanduser()
+    """Read a PEFT LoRA adapter folder (or its ``adapter_config.json``), or a Hub id's cached snapshot."""
+    source = resolve(path, "adapter")
+    folder = source.path
     if folder.name == CONFIG_FILE:
         folder = folder.parent
     if not folder.is_dir():
@@ -220,7 +223,7 @@ def load_adapter(path: str | Path) -> Adapter:
             raise OsrmError(f"{meta_path}: corrupt JSON ({exc})") from None
     return Adapter(
         path=folder,
-        name=metadata.get("name") or folder.name,
+        name=metadata.get("name") or source.display_name or folder.name,
         config=config,
         layers=layers,
         head=head_state,
@@ -228,6 +231,7 @@ def load_adapter(path: str | Path) -> Adapter:
         metadata=metadata,
         content_hash=_file_hash(weights_path),
         size_bytes=weights_path.stat().st_size,
+        hub_id=source.hub_id,
     )
 
 

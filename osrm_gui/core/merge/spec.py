@@ -9,14 +9,14 @@ from typing import Generator
 import torch
 from torch import nn
 
-from .adapters import Adapter, validate_adapter
-from .errors import OsrmError
-from .merge import get_method
-from .merge.base import LayerResult
-from .merge.engine import merge_layers
-from .models import BaseModel
-from .progress import Progress
-from .tasks import Task
+from osrm_gui.core.inputs.adapters import Adapter, validate_adapter
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.merge import get_method
+from osrm_gui.core.merge.base import LayerResult
+from osrm_gui.core.merge.engine import merge_layers
+from osrm_gui.core.inputs.models import BaseModel
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task
 
 
 @dataclass

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import OsrmError
-from .tables import rows_to_csv
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.tables import rows_to_csv
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

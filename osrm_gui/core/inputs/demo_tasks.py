@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import OsrmError
-from .tasks import Task, TaskSplit
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.inputs.tasks import Task, TaskSplit, register_task_source
 
 TEST_SIZE = 500
 VALIDATION_SIZE = 200
@@ -136,3 +136,6 @@ def load_demo_task(name: str) -> Task:
     task = Task(name=name, splits=splits, label_names=label_names, metric="accuracy", source=spec.source, description=spec.description)
     task.extra["spec"] = f"demo:{name}"
     return task
+
+
+register_task_source("demo", load_demo_task)

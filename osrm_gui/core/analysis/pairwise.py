@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from .adapters import Adapter, LoraLayer
-from .interference import interference_matrix
-from .merge.base import LayerContext, LoraDelta
-from .merge.engine import fidelity
-from .merge.sparsify import magnitude_trim
+from osrm_gui.core.inputs.adapters import Adapter, LoraLayer
+from osrm_gui.core.analysis.interference import interference_matrix
+from osrm_gui.core.merge.base import LayerContext, LoraDelta
+from osrm_gui.core.merge.engine import fidelity
+from osrm_gui.core.merge.sparsify import magnitude_trim
 
 if TYPE_CHECKING:  # merging pulls in the model stack; analysis itself only needs the result
-    from .merging import MergedState
+    from osrm_gui.core.merge.spec import MergedState
 
 _EPS = torch.finfo(torch.float64).eps
 

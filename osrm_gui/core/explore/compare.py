@@ -11,14 +11,14 @@ from typing import Generator
 
 import numpy as np
 
-from .errors import OsrmError
-from .analysis import mean_off_diagonal
-from .interference import interference_matrix
-from .merging import MergeSpec
-from .progress import Progress
-from .tasks import Task
-from .training import TrainSettings, train_adapter
-from .workspace import Workspace, open_workspace
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.analysis.pairwise import mean_off_diagonal
+from osrm_gui.core.analysis.interference import interference_matrix
+from osrm_gui.core.merge.spec import MergeSpec
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task
+from osrm_gui.core.osrm.training import TrainSettings, train_adapter
+from osrm_gui.core.workspace import Workspace, open_workspace
 
 # name -> (settings that differ from the baseline, what it is)
 FAMILIES: dict[str, tuple[dict, str]] = {
@@ -140,7 +140,7 @@ def per_task(runs: list[FamilyRun]) -> list[dict]:
 
 
 def save_runs(runs: list[FamilyRun], path: Path, meta: dict) -> None:
-    from .atomic import atomic_write_text
+    from osrm_gui.core.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=2) + "\n", force=True)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .device import pick_device, pick_dtype
-from .errors import OsrmError
+from osrm_gui.core.device import pick_device, pick_dtype
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.inputs.hub import Resolved, resolve
 
 HEAD_NAMES = ("classifier", "score", "classification_head")
 DEFAULT_TARGETS = {
@@ -101,6 +102,7 @@ class BaseModel:
     dtype: torch.dtype
     head_name: str
     fingerprint: str
+    hub_id: str | None = None  # org/name@commit when loaded by Hub id
     _originals: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _default_head: nn.Module | None = field(default=None, repr=False)
 
@@ -194,11 +196,12 @@ def load_base(
     trust_remote_code: bool = False,
     num_labels: int = 2,
 ) -> BaseModel:
-    """Load a base model from a local folder; ``None`` means the embedded MiniLM."""
+    """Load a base model from a local folder or a Hub id's cached snapshot; ``None`` means the embedded MiniLM."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    folder = embedded_model_path() if path is None else Path(path).expanduser()
+    source = Resolved(embedded_model_path()) if path is None else resolve(path, "base model")
+    folder = source.path
     if not folder.is_dir():
         raise OsrmError(f"{folder}: base model folder not found")
     if not (folder / "config.json").is_file():
@@ -230,7 +233,7 @@ def load_base(
     for param in model.parameters():
         param.requires_grad_(False)
     model.to(torch_device).eval()
-    name = folder.name if path is not None else "all-MiniLM-L6-v2"
+    name = "all-MiniLM-L6-v2" if path is None else source.display_name or folder.name
     return BaseModel(
         model=model,
         tokenizer=tokenizer,
@@ -240,4 +243,5 @@ def load_base(
         dtype=torch_dtype,
         head_name=_find_head_name(model),
         fingerprint=folder_fingerprint(folder),
+        hub_id=source.hub_id,
     )

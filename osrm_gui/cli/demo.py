@@ -2,60 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import __version__
-from .console import drive, format_table, score_rows
-from .core.errors import OsrmError
-from .paths import demo_dir
+from osrm_gui import __version__
+from osrm_gui.cli.console import drive, format_table, score_rows
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.inputs.demo_set import BASELINE, MANIFEST, adapters_folder, demo_adapter_paths, file_hashes, read_manifest
+from osrm_gui.core.paths import demo_dir
 
-MANIFEST = "manifest.json"
-BASELINE = "peft-default"  # the family in adapters/ (the manifest's top-level "tasks")
 LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "max_length": 64, "warmup": 0.06}
 
 
-def file_hashes(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def read_manifest(folder: Path | None = None) -> dict:
-    path = (folder or demo_dir()) / MANIFEST
-    if not path.is_file():
-        raise OsrmError(f"{path}: no demo manifest; build the demo adapters with `osrm demo build`")
-    return json.loads(path.read_text())
-
-
-def adapters_folder(family: str) -> str:
-    return "adapters" if family == BASELINE else f"adapters-{family}"
-
-
-def demo_families(folder: Path | None = None) -> list[str]:
-    return [BASELINE, *read_manifest(folder).get("families", {})]
-
-
-def demo_adapter_paths(folder: Path | None = None, family: str = BASELINE) -> list[Path]:
-    folder = folder or demo_dir()
-    manifest = read_manifest(folder)
-    if family == BASELINE:
-        entries = manifest["tasks"]
-    else:
-        try:
-            entries = manifest["families"][family]["tasks"]
-        except KeyError:
-            raise OsrmError(f"the demo has no {family!r} adapters (it has: {', '.join(demo_families(folder))}); build them with `osrm demo build --family {family}`") from None
-    return [folder / entry["adapter"] for entry in entries.values()]
-
-
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="the built-in demo suite: list, build, run")
     demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     q = demo_sub.add_parser("list", help="the demo tasks, their sizes and sources")
-    q.set_defaults(func=_run_demo)
+    q.set_defaults(func=main)
     q = demo_sub.add_parser("run", help="merge the demo adapters and print per-task metrics (what `make run` shows)")
     q.add_argument("--method", default="task_arithmetic")
     q.add_argument("--lambda", dest="lam", type=float, default=None, help="global λ (default 0.5 for task arithmetic — a common starting point, sweep it — else 1)")
@@ -63,7 +29,7 @@ def add_parser(sub) -> None:
     q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
     q.add_argument("--family", default=BASELINE, help="which demo adapters: peft-default (default) or a family built with `demo build --family`")
     q.add_argument("--device", default="auto")
-    q.set_defaults(func=_run_demo)
+    q.set_defaults(func=main)
     q = demo_sub.add_parser("build", help="train one adapter per demo task, measure it against a head-only probe, write the manifest")
     q.add_argument("--out", type=Path, default=None, help="where to write (default: the bundled resources/demo)")
     q.add_argument("--tasks", help="comma-separated subset of demo tasks")
@@ -74,7 +40,7 @@ def add_parser(sub) -> None:
     q.add_argument("--reuse", type=Path, help="take adapters that `osrm demo compare --work DIR` trained with the very same settings "
                    "instead of training them again")
     q.add_argument("--device", default="auto")
-    q.set_defaults(func=_run_demo)
+    q.set_defaults(func=main)
     q = demo_sub.add_parser("compare", help="compare initialisation families (peft default vs OSRM …) on the demo over seeds")
     q.add_argument("--families", default="peft-default,osrm-cov,osrm-cov-frozen,peft-default-frozen",
                    help="comma-separated, from: " + ", ".join(_families()))
@@ -86,23 +52,17 @@ def add_parser(sub) -> None:
     q.add_argument("--from-json", type=Path, action="append", help="only print the summary of JSON files written before (no training); "
                    "repeat to combine runs, with --json to save them together")
     q.add_argument("--device", default="auto")
-    q.set_defaults(func=_run_demo)
+    q.set_defaults(func=main)
 
 
 def _families():
-    from .core.compare import FAMILIES
+    from osrm_gui.core.explore.compare import FAMILIES
 
     return list(FAMILIES)
 
 
-def _run_demo(args) -> int:
-    from .cli import cmd_demo
-
-    return cmd_demo(args)
-
-
 def main(args) -> int:
-    from .core.demo_tasks import DEMO_TASKS, load_demo_task
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
 
     if args.demo_command == "list":
         rows = []
@@ -119,9 +79,9 @@ def main(args) -> int:
 
 
 def run(args) -> int:
-    from .cli import parse_params
-    from .core.merging import MergeSpec
-    from .core.workspace import open_workspace
+    from osrm_gui.cli.options import parse_params
+    from osrm_gui.core.merge.spec import MergeSpec
+    from osrm_gui.core.workspace import open_workspace
 
     paths = demo_adapter_paths(family=args.family)
     ws = open_workspace(None, paths, device=args.device)
@@ -137,10 +97,10 @@ def run(args) -> int:
 
 
 def compare(args) -> int:
-    from .core import compare as cmp
-    from .core.demo_tasks import DEMO_TASKS, load_demo_task
-    from .core.features import cache_dir
-    from .core.training import TrainSettings
+    from osrm_gui.core.explore import compare as cmp
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
+    from osrm_gui.core.osrm.features import cache_dir
+    from osrm_gui.core.osrm.training import TrainSettings
 
     if args.from_json:
         meta, runs = {"command": [], "families": {}}, []
@@ -185,10 +145,10 @@ def compare(args) -> int:
 
 def _energy_table(lora: dict) -> str:
     """Why OSRM does (not) help here: how much of each task's own feature energy its OSRM subspace holds."""
-    from .core.demo_tasks import DEMO_TASKS, load_demo_task
-    from .core.features import cached_features
-    from .core.models import load_base
-    from .core.osrm import subspace_energy
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
+    from osrm_gui.core.osrm.features import cached_features
+    from osrm_gui.core.inputs.models import load_base
+    from osrm_gui.core.osrm.subspaces import subspace_energy
 
     base = load_base(None)
     features = {n: drive(cached_features(base, load_demo_task(n), ["query", "value"], 100, lora["max_length"]), f"features {n}")
@@ -203,11 +163,11 @@ def _energy_table(lora: dict) -> str:
 
 
 def build(args) -> int:
-    from .core.compare import family_settings
-    from .core.demo_tasks import DEMO_TASKS, load_demo_task
-    from .core.probe import fit_linear_probe
-    from .core.training import TrainSettings, train_adapter
-    from .core.workspace import open_workspace
+    from osrm_gui.core.explore.compare import family_settings
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
+    from osrm_gui.core.osrm.probe import fit_linear_probe
+    from osrm_gui.core.osrm.training import TrainSettings, train_adapter
+    from osrm_gui.core.workspace import open_workspace
 
     out = args.out or demo_dir()
     family = args.family

@@ -11,7 +11,7 @@ def resources_dir() -> Path:
     override = os.environ.get("OSRM_GUI_RESOURCES")
     if override:
         return Path(override)
-    source_tree = Path(__file__).resolve().parent.parent / "resources"
+    source_tree = Path(__file__).resolve().parents[2] / "resources"
     if source_tree.is_dir():
         return source_tree
     return Path(sys.prefix) / "share" / "osrm-gui" / "resources"

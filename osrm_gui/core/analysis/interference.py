@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .adapters import Adapter
+from osrm_gui.core.inputs.adapters import Adapter
 
 
 def output_energy(delta: torch.Tensor, gram: torch.Tensor) -> float:

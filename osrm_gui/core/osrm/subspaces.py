@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters import Adapter, LoraLayer
-from .errors import OsrmError
-from .features import LayerStats, TaskFeatures
+from osrm_gui.core.inputs.adapters import Adapter, LoraLayer
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.osrm.features import LayerStats, TaskFeatures
 
 VARIANTS = ("cov", "mean")
 
@@ -104,8 +104,8 @@ def write_projection(projection: Projection, base, out, variant: str, other_task
     """The projected adapter as a PEFT folder, with the adapter's own fine-tuned head."""
     import json
 
-    from .atomic import atomic_dir
-    from .export import write_lora_folder
+    from osrm_gui.core.atomic import atomic_dir
+    from osrm_gui.core.export import write_lora_folder
 
     adapter = projection.adapter
     factors = {name: (layer.scaling * layer.B, layer.A) for name, layer in projection.layers.items()}

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluation import encode_split, iter_batches
-from .metrics import compute_metrics
-from .models import BaseModel
-from .progress import Progress
-from .tasks import Task
+from osrm_gui.core.evaluation import encode_split, iter_batches
+from osrm_gui.core.metrics import compute_metrics
+from osrm_gui.core.inputs.models import BaseModel
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 

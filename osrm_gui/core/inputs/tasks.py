@@ -1,15 +1,16 @@
-"""Tasks: named labelled texts with a metric, loaded from files or the demo suite."""
+"""Tasks: named labelled texts with a metric, loaded from files or from a registered task source (the demo suite)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .errors import OsrmError
-from .metrics import METRICS, default_metric
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.metrics import METRICS, default_metric
 
 SPLITS = ("train", "validation", "test")
 TABLE_READERS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": None}
@@ -196,13 +197,22 @@ def _natural_key(value: str):
 TASK_SPEC_KEYS = {"name": "name", "text": "text_column", "pair": "text_pair_column", "label": "label_column", "split": "split_column", "metric": "metric", "seed": "seed"}
 
 
-def resolve_task(spec: str) -> Task:
-    """``demo:NAME`` for a demo task, or ``PATH[@key=value,...]`` for a file
-    (keys: name, text, pair, label, split, metric, seed, regression)."""
-    if spec.startswith("demo:"):
-        from .demo_tasks import load_demo_task
+# Named sources of ready-made tasks, by the scheme of their specs (``demo:NAME``). A source
+# registers itself when its module is imported; the package's __init__ imports the built-in ones.
+TASK_SOURCES: dict[str, Callable[[str], Task]] = {}
 
-        return load_demo_task(spec.removeprefix("demo:"))
+
+def register_task_source(scheme: str, load: Callable[[str], Task]) -> None:
+    """Make ``SCHEME:NAME`` task specs resolve through ``load(NAME)``."""
+    TASK_SOURCES[scheme] = load
+
+
+def resolve_task(spec: str) -> Task:
+    """``SCHEME:NAME`` for a registered task source (``demo:NAME``), or ``PATH[@key=value,...]``
+    for a file (keys: name, text, pair, label, split, metric, seed, regression)."""
+    scheme, colon, name = spec.partition(":")
+    if colon and scheme in TASK_SOURCES:
+        return TASK_SOURCES[scheme](name)
     path, _, options = spec.partition("@")
     kwargs: dict = {}
     for item in filter(None, options.split(",")):

@@ -16,11 +16,11 @@ from typing import Generator
 import numpy as np
 import torch
 
-from .errors import OsrmError
-from .evaluation import encode_split, iter_batches
-from .models import BaseModel, linear_shape
-from .progress import Progress
-from .tasks import Task, TaskSplit
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.evaluation import encode_split, iter_batches
+from osrm_gui.core.inputs.models import BaseModel, linear_shape
+from osrm_gui.core.progress import Progress
+from osrm_gui.core.inputs.tasks import Task, TaskSplit
 
 DEFAULT_SAMPLES = 100
 STATS_FORMAT = "osrm-gui/features@1"
@@ -179,7 +179,7 @@ def cache_dir() -> Path:
 def save_features(features: TaskFeatures, path: Path) -> None:
     from safetensors.torch import save_file
 
-    from .atomic import atomic_file
+    from osrm_gui.core.atomic import atomic_file
 
     tensors = {}
     aliases = {}  # layers that share another layer's statistics (same input) are stored once

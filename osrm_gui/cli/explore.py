@@ -1,0 +1,84 @@
+"""``osrm sweep`` and ``osrm history``: score many merge points and keep them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from osrm_gui.cli.console import format_table
+from osrm_gui.cli.options import add_base, add_history, add_merge, add_tasks, open_history, workspace_and_spec, write_csv
+from osrm_gui.core.errors import OsrmError
+
+
+def cmd_sweep(args):
+    from osrm_gui.core.progress import Run
+    from osrm_gui.core.explore.sweep import Axis, SweepPoint, parse_axis, run_sweep, sweep_values
+
+    axes = [parse_axis(a) for a in args.axis] if args.axis else [Axis(args.target, tuple(sweep_values(args.start, args.stop, args.points)))]
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    ws, spec = workspace_and_spec(args)
+    history = open_history(args)
+    run = Run(run_sweep(ws, spec, axes, args.split, args.limit, methods=methods, history=history))
+    names = [t.name for t in ws.tasks]
+    many = bool(methods and len(methods) > 1)
+    # an axis names an adapter, which may share its task's name: mark coefficients as c[…]
+    header = (["method"] if many else []) + [a.target if a.target == "lambda" else f"c[{a.target}]" for a in axes] + names + ["average"]
+    widths = [max(16 if i == 0 and many else 12, len(h)) for i, h in enumerate(header)]
+    print("  ".join(f"{h:>{w}}" for h, w in zip(header, widths)))
+    reused = 0
+    for event in run:
+        if isinstance(event, SweepPoint):  # print each point as soon as it is scored
+            reused += event.reused
+            cells = ([event.method] if many else []) + [f"{v:.4f}" for v in [*event.values, *(event.scores[n] for n in names), event.average]]
+            print("  ".join(f"{c:>{w}}" for c, w in zip(cells, widths)) + ("  (history)" if event.reused else ""), flush=True)
+    result = run.result
+    if history is not None:
+        print(f"{len(result.points) - reused} points scored, {reused} taken from the history {history.path}")
+    if args.csv:
+        write_csv(args.csv, result.rows(), args.force)
+    return 0
+
+
+def cmd_history(args):
+    from osrm_gui.core.atomic import atomic_write_text
+    from osrm_gui.core.explore.history import to_csv
+
+    if args.history and not Path(args.history).is_file():
+        raise OsrmError(f"{args.history}: no run history there")
+    history = open_history(args)
+    points = history.points()
+    if args.csv:
+        atomic_write_text(args.csv, to_csv(points), force=args.force)
+        print(f"wrote {len(points)} points to {args.csv}")
+        return 0
+    shown = points[-args.last:] if args.last else points
+    rows = [{"id": p.id, "kind": p.kind, "method": p.method, "λ": f"{p.lam:g}",
+             "coefficients": " ".join(f"{c:g}" for c in p.coefficients), "average": f"{p.average:.4f}", "label": p.label or ""} for p in shown]
+    print(f"{history.path}: {len(points)} points")
+    if rows:
+        print(format_table(rows))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("sweep", help="score a merge over a range of λ or coefficients (1-D or 2-D grid, one or several methods)")
+    add_merge(p)
+    add_tasks(p)
+    add_base(p)
+    p.add_argument("--target", default="lambda", help="'lambda' (default) or the name of one adapter, whose coefficient varies")
+    p.add_argument("--from", dest="start", type=float, default=0.0)
+    p.add_argument("--to", dest="stop", type=float, default=1.0)
+    p.add_argument("--points", type=int, default=11)
+    p.add_argument("--axis", action="append", metavar="TARGET=START:STOP:COUNT",
+                   help="instead of --target/--from/--to/--points; give it twice for a 2-D grid (TARGET=v1,v2,… also works)")
+    p.add_argument("--methods", metavar="M1,M2", help="run the same points for several methods (others use their default parameters)")
+    add_history(p)
+    p.add_argument("--csv", metavar="FILE", help="also write the points as CSV")
+    p.add_argument("--force", action="store_true", help="replace an existing CSV file")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("history", help="list the scored merge points of the run history, or export them as CSV")
+    add_history(p)
+    p.add_argument("--last", type=int, metavar="N", help="show only the last N points")
+    p.add_argument("--csv", metavar="FILE", help="write every point as CSV")
+    p.add_argument("--force", action="store_true", help="replace an existing CSV file")
+    p.set_defaults(func=cmd_history)

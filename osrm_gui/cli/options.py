@@ -1,0 +1,97 @@
+"""Argument groups and helpers shared by the ``osrm`` command families."""
+
+from __future__ import annotations
+
+import sys
+
+from osrm_gui.core.errors import OsrmError
+
+
+def add_base(p):
+    g = p.add_argument_group("base model")
+    g.add_argument("--base", metavar="PATH|ID", help="local Hugging Face model folder, or a Hub id org/name[@revision] "
+                   "(default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--online", action="store_true", help="let Hub ids missing from the local Hugging Face cache be downloaded "
+                   "(default: cache only, no network)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 …")
+    g.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the folder to run (off by default)")
+
+
+def add_tasks(p):
+    g = p.add_argument_group("evaluation data")
+    g.add_argument("--task", action="append", metavar="SPEC", help="demo:NAME or PATH[@text=COL,pair=COL,label=COL,name=NAME,metric=M]; repeat per task "
+                   "(default: the tasks recorded in the adapters)")
+    g.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    g.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each task")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--max-length", type=int, default=128)
+
+
+def add_merge(p):
+    g = p.add_argument_group("merge")
+    g.add_argument("adapters", nargs="*", metavar="ADAPTER", help="PEFT LoRA adapter folders or Hub ids org/name[@revision]")
+    g.add_argument("--method", default="task_arithmetic", help="merge method (see `osrm methods`)")
+    g.add_argument("--coef", type=float, nargs="+", metavar="C", help="one coefficient per adapter (default 1.0 each)")
+    g.add_argument("--lambda", dest="lam", type=float, default=1.0, help="global scale λ of the merged update (default 1.0)")
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, e.g. density=0.5; repeatable")
+    g.add_argument("--seed", type=int, default=0, help="seed of random methods (DARE)")
+    g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
+
+
+def add_history(p):
+    p.add_argument("--history", metavar="FILE", help="run-history database (default: the per-user one; the app keeps one next to each workspace)")
+    p.add_argument("--no-history", action="store_true", help="neither read nor record points")
+
+
+def parse_params(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` options as a dict (values are validated by the method)."""
+    params = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise OsrmError(f"--param {item!r}: expected NAME=VALUE")
+        params[key] = value
+    return params
+
+
+def spec_from(args):
+    from osrm_gui.core.merge.spec import MergeSpec
+
+    return MergeSpec(args.method, args.coef, args.lam, parse_params(args.param), args.seed)
+
+
+def workspace_and_spec(args, need_tasks=True):
+    from osrm_gui.core.export import read_recipe, recipe_base
+    from osrm_gui.core.workspace import open_workspace
+
+    if args.recipe:
+        recipe, adapters, spec = read_recipe(args.recipe)
+        base_path = args.base or recipe_base(recipe)
+        paths = [a.path for a in adapters]
+    else:
+        if not args.adapters:
+            raise OsrmError("no adapters given (name adapter folders, or --recipe FILE)")
+        base_path, paths, spec = args.base, args.adapters, spec_from(args)
+    ws = open_workspace(base_path, paths, getattr(args, "task", None), args.device, args.dtype, args.trust_remote_code, need_tasks)
+    if args.recipe and ws.base.fingerprint != recipe["base"]["fingerprint"]:
+        print(f"warning: base {ws.base.path} differs from the recipe's ({recipe['base']['name']})", file=sys.stderr)
+    for warning in ws.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return ws, spec
+
+
+def open_history(args):
+    from osrm_gui.core.explore.history import History, default_history_path
+
+    if getattr(args, "no_history", False):
+        return None
+    return History(args.history or default_history_path())
+
+
+def write_csv(path, rows: list[dict], force: bool) -> None:
+    from osrm_gui.core.atomic import atomic_write_text
+    from osrm_gui.core.tables import rows_to_csv
+
+    atomic_write_text(path, rows_to_csv(rows), force=force)
+    print(f"wrote {path}")

@@ -1,0 +1,155 @@
+"""OSRM commands: ``osrm train``, ``features``, ``init`` and ``project``."""
+
+from __future__ import annotations
+
+import sys
+
+from osrm_gui.cli.console import drive, format_table
+from osrm_gui.cli.options import add_base
+
+
+def cmd_train(args):
+    from osrm_gui.core.inputs.tasks import resolve_task
+    from osrm_gui.core.osrm.training import TrainSettings, train_adapter
+
+    task = resolve_task(args.task)
+    settings = TrainSettings(
+        rank=args.rank, alpha=args.alpha, targets=args.targets.split(",") if args.targets else None, dropout=args.dropout,
+        lr=args.lr, steps=None if args.epochs and not args.steps else (args.steps or 300), epochs=args.epochs,
+        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, warmup=args.warmup, init=args.init,
+        freeze_a=args.freeze_a, freeze_b=args.freeze_b, a_lr_multiplier=args.a_lr_multiplier, use_rslora=args.rslora,
+        osrm_tasks=args.osrm_task, osrm_samples=args.osrm_samples,
+    )
+    result = drive(train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force), f"train {task.name}")
+    print(f"saved {result.path}  ({result.steps} steps, final loss {result.final_loss:.4f}, {result.seconds:.1f} s)")
+    return 0
+
+
+def _add_osrm_tasks(p, required: bool = False):
+    g = p.add_argument_group("OSRM")
+    g.add_argument("--osrm-task", action="append", required=required, metavar="SPEC",
+                   help="data of the OTHER tasks the adapter should stay out of the way of (demo:NAME or PATH[@…]); repeat per task")
+    g.add_argument("--osrm-samples", type=int, default=100, help="examples per other task for the statistics (default 100)")
+
+
+def cmd_features(args):
+    from osrm_gui.core.osrm.features import cached_features, cache_dir, features_key
+    from osrm_gui.core.inputs.models import load_base
+    from osrm_gui.core.inputs.tasks import resolve_task
+
+    base = load_base(args.base, args.device, args.dtype, args.trust_remote_code)
+    targets = args.targets.split(",") if args.targets else base.default_targets
+    rows = []
+    for spec in args.task:
+        task = resolve_task(spec)
+        features = drive(cached_features(base, task, targets, args.samples, args.max_length), f"features {task.name}")
+        for warning in features.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        tokens = next(iter(features.layers.values())).count
+        rows.append({"task": task.name, "examples": features.samples, "tokens": tokens, "layers": len(features.layers),
+                     "targets": ",".join(targets), "cache": features.meta["cache"],
+                     "file": str(cache_dir() / f"{features_key(base, task, targets, args.samples, args.max_length, 0)}.safetensors")})
+    print(format_table(rows))
+    return 0
+
+
+def cmd_init(args):
+    from osrm_gui.core.inputs.tasks import resolve_task
+    from osrm_gui.core.osrm.training import TrainSettings, train_adapter
+
+    task = resolve_task(args.task)
+    settings = TrainSettings(rank=args.rank, alpha=args.alpha, targets=args.targets.split(",") if args.targets else None, steps=0,
+                             max_length=args.max_length, seed=args.seed, init=f"osrm-{args.variant}",
+                             osrm_tasks=args.osrm_task, osrm_samples=args.osrm_samples)
+    result = drive(train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force), "init")
+    print(f"wrote untrained osrm-{args.variant} adapter for {task.name} to {result.path} (A from {len(args.osrm_task)} other task(s), B = 0)")
+    return 0
+
+
+def cmd_project(args):
+    from osrm_gui.core.inputs.adapters import load_adapter, validate_adapter
+    from osrm_gui.core.atomic import refuse_existing
+    from osrm_gui.core.osrm.features import cached_features
+    from osrm_gui.core.inputs.models import load_base
+    from osrm_gui.core.osrm.subspaces import project_adapter, subspaces_from_others, write_projection
+    from osrm_gui.core.inputs.tasks import resolve_task
+
+    refuse_existing(args.out, args.force)
+    adapter = load_adapter(args.adapter)
+    base = load_base(args.base, args.device, args.dtype, args.trust_remote_code)
+    validate_adapter(adapter, base)
+    own = args.task and resolve_task(args.task).name or adapter.task
+    others = [t for t in map(resolve_task, args.osrm_task) if t.name != own]
+    stats = [drive(cached_features(base, t, adapter.targets, args.osrm_samples, args.max_length), f"features {t.name}") for t in others]
+    rank = args.rank or max(adapter.ranks)
+    basis = subspaces_from_others(stats, rank, args.variant)
+    projection = project_adapter(adapter, basis)
+    write_projection(projection, base, args.out, args.variant, [t.name for t in others], args.force)
+    rows = [{"layer": name, "kept ‖ΔW‖ fraction": kept} for name, kept in projection.kept.items()]
+    print(format_table(rows))
+    mean = sum(projection.kept.values()) / len(projection.kept)
+    print(f"wrote {args.out} (osrm-{args.variant}, rank {rank}, head kept); mean fraction of ‖ΔW‖_F kept: {mean:.3f}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter (and the task's head) on one task")
+    p.add_argument("--task", required=True, metavar="SPEC", help="demo:NAME or PATH[@text=COL,label=COL,...]")
+    p.add_argument("--out", required=True, help="adapter folder to write (PEFT format)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    from osrm_gui.core.osrm.training import INITIALISERS, TrainSettings
+
+    d = TrainSettings()
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--targets", help="comma-separated module names (default per architecture, e.g. query,value for BERT)")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps} unless --epochs)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps with linear warm-up")
+    p.add_argument("--init", default=d.init, choices=list(INITIALISERS))
+    p.add_argument("--freeze-a", action="store_true", help="keep lora_A at its initial value")
+    p.add_argument("--freeze-b", action="store_true", help="keep lora_B at its initial value (with B=0: a head-only probe)")
+    p.add_argument("--a-lr-multiplier", type=float, default=1.0, help="learning rate of lora_A relative to --lr")
+    p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(r)")
+    _add_osrm_tasks(p)
+    add_base(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("features", help="collect (or show cached) feature statistics of tasks on the pretrained base")
+    p.add_argument("--task", action="append", required=True, metavar="SPEC", help="demo:NAME or PATH[@…]; repeat per task")
+    p.add_argument("--targets", help="comma-separated module names (default per architecture)")
+    p.add_argument("--samples", type=int, default=100, help="training examples per task (seeded; default 100)")
+    p.add_argument("--max-length", type=int, default=128)
+    add_base(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("init", help="write an untrained OSRM-initialised adapter (PEFT format) to train with any trainer")
+    p.add_argument("--task", required=True, metavar="SPEC", help="the task this adapter is for")
+    p.add_argument("--out", required=True)
+    p.add_argument("--variant", choices=["cov", "mean"], default="cov")
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--targets", help="comma-separated module names (default per architecture)")
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the classifier head's initialisation")
+    p.add_argument("--force", action="store_true")
+    _add_osrm_tasks(p, required=True)
+    add_base(p)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("project", help="post-hoc OSRM: project a trained adapter onto its OSRM subspace (ΔW' = ΔW AᵀA)")
+    p.add_argument("adapter", metavar="ADAPTER")
+    p.add_argument("--task", metavar="SPEC", help="the adapter's own task (default: the one it records), left out of the statistics")
+    p.add_argument("--out", required=True)
+    p.add_argument("--variant", choices=["cov", "mean"], default="cov")
+    p.add_argument("--rank", type=int, help="rank of the projection (default: the adapter's rank)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--force", action="store_true")
+    _add_osrm_tasks(p, required=True)
+    add_base(p)
+    p.set_defaults(func=cmd_project)
