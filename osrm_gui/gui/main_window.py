@@ -7,10 +7,11 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from osrm_gui import __version__
+from osrm_gui.core.inputs import hub
 from osrm_gui.gui.dialogs.error_dialog import show_error
 from osrm_gui.gui.dialogs.export_dialog import ExportDialog
 from osrm_gui.gui.plots.results_plot import ResultsPlot
@@ -25,6 +26,7 @@ from osrm_gui.gui.widgets.sweep_panel import SweepPanel
 MAX_RECENT = 8
 TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"
 SPLITTERS = ("window/splitter", "window/left_splitter")
+HUB_DOWNLOADS = "hub/downloads"
 
 
 def dropped_adapter_paths(mime) -> list[str]:
@@ -69,6 +71,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self.adapters.addRequested.connect(self.add_adapters_dialog)
+        self.adapters.hubRequested.connect(self.add_adapter_hub_dialog)
         self.adapters.pairRequested.connect(self.pair_data_dialog)
         model.jobs.failed.connect(lambda label, reason, details: show_error(self, f"{label} failed", reason, details))
         model.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
@@ -121,6 +124,8 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         self._action(file, "Open &base model…", self.open_base_dialog, "Ctrl+B", "Load a local Hugging Face model folder")
         self._action(file, "&Add adapters…", self.add_adapters_dialog, QKeySequence.Open, "Add PEFT LoRA adapter folders")
+        self._action(file, "Open base from the H&ub…", self.open_base_hub_dialog, None, "A Hugging Face Hub id, org/name[@revision]")
+        self._action(file, "Add adapter from the Hu&b…", self.add_adapter_hub_dialog, None, "A Hugging Face Hub id, org/name[@revision]")
         self._action(file, "Add &task data…", self._pair_selected, "Ctrl+T", "Choose the evaluation data of the selected adapter")
         file.addSeparator()
         self._action(file, "Open &workspace…", self.open_workspace_dialog, "Ctrl+Shift+O")
@@ -145,6 +150,12 @@ class MainWindow(QMainWindow):
         redo.setShortcut(QKeySequence.Redo)
         edit.addAction(undo)
         edit.addAction(redo)
+        settings_menu = self.menuBar().addMenu("&Settings")
+        self.hub_downloads = self._action(settings_menu, "Allow Hub &downloads", self.set_hub_downloads, None,
+                                          "Fetch Hub ids missing from the local Hugging Face cache (off: cache only, no network)")
+        self.hub_downloads.setObjectName("allowHubDownloads")
+        self.hub_downloads.setCheckable(True)
+        self.hub_downloads.setChecked(hub.downloads_allowed())
         merge = self.menuBar().addMenu("&Merge")
         self._action(merge, "&Preview now", self.model.preview, "Ctrl+R")
         self._action(merge, "&Full evaluation", self.model.full_evaluation, "Ctrl+Shift+R")
@@ -190,6 +201,32 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Adapter folder (PEFT LoRA)")
         if folder:
             self.model.add_adapters([folder])
+
+    def _ask_hub_id(self, title: str) -> str | None:
+        text, ok = QInputDialog.getText(self, title, "Hugging Face Hub id (org/name or org/name@revision):")
+        text = text.strip()
+        if not ok or not text:
+            return None
+        if hub.parse_hub_id(text) is None:
+            show_error(self, title, f"{text!r} is not a Hub id: expected org/name or org/name@revision")
+            return None
+        return text
+
+    def open_base_hub_dialog(self) -> None:
+        repo = self._ask_hub_id("Open base from the Hub")
+        if repo:
+            self.model.open_paths(repo, [str(s.path) for s in self.model.slots])
+
+    def add_adapter_hub_dialog(self) -> None:
+        repo = self._ask_hub_id("Add adapter from the Hub")
+        if repo:
+            self.model.add_adapters([repo])
+
+    def set_hub_downloads(self, allowed: bool) -> None:
+        hub.configure(online=allowed)
+        self.settings.setValue(HUB_DOWNLOADS, allowed)
+        self.statusBar().showMessage("Hub ids missing from the local cache will be downloaded" if allowed
+                                     else "Hub ids resolve from the local cache only", 5000)
 
     def pair_data_dialog(self, row: int) -> None:
         if not self.model.slots:

@@ -329,3 +329,30 @@ def test_compare_dialog_shows_the_saved_comparison(qtbot, tmp_path):
     curves = [item for item in dialog.plot.listDataItems()]
     assert [c.name() for c in curves] == ["peft-default", "osrm-cov-frozen"]
     assert list(curves[1].getData()[1]) == pytest.approx([(0.6 * lam + 0.6) / 2 for lam in LAMBDAS])
+
+
+def test_adapter_by_hub_id_and_the_downloads_setting(qtbot, window, tmp_path, tiny_base_dir, hub_cache, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog, QPushButton
+
+    from osrm_gui.core.inputs import hub
+    from osrm_gui.gui.main_window import HUB_DOWNLOADS
+    from tests.conftest import add_to_hub_cache
+
+    monkeypatch.setattr(hub._Policy, "online", False)
+    monkeypatch.setattr(hub._Policy, "owns_variable", False)
+    add_to_hub_cache(hub_cache, "acme/extra-lora", make_adapter(tiny_base_dir, tmp_path / "extra", None, 2, seed=7))
+    answer = ["acme/extra-lora"]
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *args, **kwargs: (answer[0], True)))
+    qtbot.mouseClick(window.adapters.findChild(QPushButton, "addFromHub"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: "extra-lora" in table_names(window), timeout=20000)
+    wait_idle(qtbot, window)
+    answer[0] = "acme/not-downloaded"
+    window.add_adapter_hub_dialog()
+    qtbot.waitUntil(lambda: "Refused" in window.adapters.refusals.text(), timeout=10000)
+    refusal = window.adapters.refusals.text()
+    assert "acme/not-downloaded: no local folder of that name" in refusal and "Traceback" not in refusal
+    assert table_names(window) == ["colour", "animal", "extra-lora"]
+    window.hub_downloads.trigger()
+    assert hub.downloads_allowed() and window.settings.value(HUB_DOWNLOADS, type=bool)
+    window.hub_downloads.trigger()
+    assert not hub.downloads_allowed() and not window.settings.value(HUB_DOWNLOADS, type=bool)

@@ -14,6 +14,7 @@ COLUMNS = ["Merge", "Name", "Task", "Rank", "Alpha", "Targets", "Size", "Init"]
 
 class AdaptersPanel(QWidget):
     addRequested = Signal()
+    hubRequested = Signal()
     pairRequested = Signal(int)
 
     def __init__(self, model: SessionModel, parent: QWidget | None = None):
@@ -43,13 +44,17 @@ class AdaptersPanel(QWidget):
         self.clear_refusals.hide()
         add = QPushButton("Add…")
         add.clicked.connect(self.addRequested)
+        from_hub = QPushButton("From Hub…")
+        from_hub.setObjectName("addFromHub")
+        from_hub.setToolTip("Add an adapter by its Hugging Face Hub id (from the local cache unless Hub downloads are allowed)")
+        from_hub.clicked.connect(self.hubRequested)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self._remove)
         self.pair_button = QPushButton("Pair data…")
         self.pair_button.setToolTip("Choose the evaluation data file (CSV, TSV, JSONL, JSON or Parquet) of the selected adapter's task")
         self.pair_button.clicked.connect(lambda: self._selected() is not None and self.pairRequested.emit(self._selected()))
         buttons = QHBoxLayout()
-        for b in (add, self.remove_button, self.pair_button):
+        for b in (add, from_hub, self.remove_button, self.pair_button):
             buttons.addWidget(b)
         buttons.addStretch()
         buttons.addWidget(self.clear_refusals)
