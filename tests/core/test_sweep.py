@@ -13,6 +13,7 @@ from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.explore.sweep import LAMBDA, Axis, SweepPoint, parse_axis, run_sweep
 from osrm_gui.core.workspace import open_workspace
+from tests.tolerances import assert_within, logits_bound
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,8 @@ def test_fast_engine_logits_equal_merging_dense_weights(ws, spec):
     lora_sum.set_weights(get_method(spec.method).adapter_weights(tuple(resolved.coefficients), resolved.lam, {}))
     with lora_sum.installed():
         fast = _logits(ws, task)
-    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    rank = sum(max(a.ranks) for a in ws.adapters)  # the engine's stacked LoRA branch
+    assert_within(fast, slow, logits_bound(ws.base.model.config, ws.heads[task.name], seq_len=128, lora_rank=rank), "logits")
     assert not ws.base.model.get_submodule(next(iter(lora_sum.layers)))._forward_hooks  # hooks removed after use
 
 
