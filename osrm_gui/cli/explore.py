@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from osrm_gui.cli.console import format_table
-from osrm_gui.cli.options import add_base, add_history, add_merge, add_tasks, open_history, workspace_and_spec, write_csv
+from osrm_gui.cli.options import add_history, add_merge_command, open_history, workspace_and_spec, write_csv
 from osrm_gui.core.errors import OsrmError
 
 
@@ -60,10 +60,7 @@ def cmd_history(args):
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("sweep", help="score a merge over a range of λ or coefficients (1-D or 2-D grid, one or several methods)")
-    add_merge(p)
-    add_tasks(p)
-    add_base(p)
+    p = add_merge_command(sub, "sweep", "score a merge over a range of λ or coefficients (1-D or 2-D grid, one or several methods)")
     p.add_argument("--target", default="lambda", help="'lambda' (default) or the name of one adapter, whose coefficient varies")
     p.add_argument("--from", dest="start", type=float, default=0.0)
     p.add_argument("--to", dest="stop", type=float, default=1.0)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from osrm_gui.cli.console import drive, format_table, score_rows
-from osrm_gui.cli.options import add_base, add_merge, add_tasks, workspace_and_spec
+from osrm_gui.cli.options import add_base, add_merge_command, add_tasks, workspace_and_spec
 
 
 def cmd_merge(args):
@@ -60,10 +60,7 @@ def cmd_export(args):
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("merge", help="merge adapters and score every task through its own head")
-    add_merge(p)
-    add_tasks(p)
-    add_base(p)
+    p = add_merge_command(sub, "merge", "merge adapters and score every task through its own head")
     p.add_argument("--single", action="store_true", help="also score each adapter alone (single-task reference)")
     p.add_argument("--no-eval", action="store_true", help="merge only")
     p.add_argument("--save-recipe", metavar="FILE", help="write the merge as a replayable recipe")
@@ -77,10 +74,7 @@ def add_parsers(sub) -> None:
     add_base(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="write a merge: full models, PEFT adapters, or a recipe")
-    add_merge(p)
-    add_tasks(p)
-    add_base(p)
+    p = add_merge_command(sub, "export", "write a merge: full models, PEFT adapters, or a recipe")
     p.add_argument("--kind", choices=["full", "adapter", "recipe"], default="full",
                    help="full: a transformers model folder per task; adapter: a PEFT adapter per task; recipe: JSON to replay")
     p.add_argument("--out", required=True, help="folder (full/adapter) or file (recipe) to write")

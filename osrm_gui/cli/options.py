@@ -39,6 +39,15 @@ def add_merge(p):
     g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
 
 
+def add_merge_command(sub, name: str, help: str):
+    """A sub-command that merges adapters and scores tasks: the merge, data and base options."""
+    p = sub.add_parser(name, help=help)
+    add_merge(p)
+    add_tasks(p)
+    add_base(p)
+    return p
+
+
 def add_history(p):
     p.add_argument("--history", metavar="FILE", help="run-history database (default: the per-user one; the app keeps one next to each workspace)")
     p.add_argument("--no-history", action="store_true", help="neither read nor record points")

@@ -356,3 +356,10 @@ def test_adapter_by_hub_id_and_the_downloads_setting(qtbot, window, tmp_path, ti
     assert hub.downloads_allowed() and window.settings.value(HUB_DOWNLOADS, type=bool)
     window.hub_downloads.trigger()
     assert not hub.downloads_allowed() and not window.settings.value(HUB_DOWNLOADS, type=bool)
+    # the base by id: the session reloads on it, adapters kept
+    add_to_hub_cache(hub_cache, "acme/tiny-bert", tiny_base_dir)
+    answer[0] = "acme/tiny-bert"
+    window.open_base_hub_dialog()
+    qtbot.waitUntil(lambda: window.device_label.text().startswith("tiny-bert on"), timeout=30000)
+    wait_idle(qtbot, window)
+    assert window.model.session.base.hub_id.startswith("acme/tiny-bert@") and len(table_names(window)) == 3
