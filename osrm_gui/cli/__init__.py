@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -25,8 +27,15 @@ examples:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad argument is one line on stderr, like every other error (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="osrm", description="Merge LoRA adapters headless: inspect, train, merge, evaluate, export.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it unwinds as on Ctrl-C: temporary outputs removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -45,11 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     hub.configure(online=getattr(args, "online", False))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except OsrmError as exc:
         print(f"osrm: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("osrm: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("osrm: cancelled", file=sys.stderr)
         return 130

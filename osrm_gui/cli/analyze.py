@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from osrm_gui.cli.console import drive, format_table
-from osrm_gui.cli.options import add_base, write_csv
+from osrm_gui.cli.options import add_base, check_outputs, finite_float, print_warnings, write_csv
 from osrm_gui.core.errors import OsrmError
 
 
@@ -37,6 +37,7 @@ def _analysis_grams(ws, task_specs, skip_if_unknown: bool):
 
     try:
         ws.tasks = tasks_for(ws.adapters, task_specs)
+        print_warnings([w for t in ws.tasks for w in t.warnings])
         ws.pairs = pair_tasks(ws.adapters, ws.tasks)
         unpaired = [str(a.path) for a in ws.adapters if all(a is not b for b in ws.pairs.values())]
         if unpaired:
@@ -51,7 +52,6 @@ def _analysis_grams(ws, task_specs, skip_if_unknown: bool):
 
 def cmd_analyze(args):
     from osrm_gui.core.analysis import pairwise as analysis
-    from osrm_gui.core.atomic import refuse_existing
     from osrm_gui.core.workspace import open_workspace
 
     if args.metric != "all" and args.metric not in analysis.METRICS:
@@ -59,11 +59,10 @@ def cmd_analyze(args):
     if not 0 < args.density <= 1:
         raise OsrmError(f"--density {args.density:g}: expected 0 < density ≤ 1")
     if args.csv:
-        refuse_existing(args.csv, args.force)
+        check_outputs(args, args.csv)
     metrics = list(analysis.METRICS) if args.metric == "all" else [args.metric]
     ws = open_workspace(args.base, args.adapters, None, args.device, args.dtype, args.trust_remote_code, need_tasks=False)
-    for warning in ws.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    print_warnings(ws.warnings)
     layers = analysis.common_layers(ws.adapters)
     if not layers:
         raise OsrmError("the adapters have no layer in common, so there is nothing to compare")
@@ -102,7 +101,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--metric", default="all", metavar="NAME",
                    help="row_overlap, col_overlap, delta_overlap, cosine, sign_conflict, interference, or all (default; "
                         "interference is left out when task data is unknown)")
-    p.add_argument("--density", type=float, default=0.2, help="TIES density for sign_conflict: fraction of entries kept (default 0.2)")
+    p.add_argument("--density", type=finite_float, default=0.2, help="TIES density for sign_conflict: fraction of entries kept (default 0.2)")
     p.add_argument("--layer", default="mean", metavar="NAME",
                    help="the matrix to print: mean (default) or max over layers, a layer type (query), or one layer's name")
     p.add_argument("--csv", metavar="FILE", help="write every layer's values: layer, metric, adapter_i, adapter_j, value")

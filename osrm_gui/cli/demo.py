@@ -10,6 +10,7 @@ from pathlib import Path
 
 from osrm_gui import __version__
 from osrm_gui.cli.console import drive, format_table, score_rows
+from osrm_gui.cli.options import finite_float, non_negative_int, positive_int
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.inputs.demo_set import BASELINE, MANIFEST, adapters_folder, demo_adapter_paths, file_hashes, read_manifest
 from osrm_gui.core.paths import demo_dir
@@ -18,23 +19,23 @@ LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "m
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("demo", help="the built-in demo suite: list, build, run")
+    p = sub.add_parser("demo", help="the built-in demo suite: list, run, build, compare")
     demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     q = demo_sub.add_parser("list", help="the demo tasks, their sizes and sources")
     q.set_defaults(func=main)
     q = demo_sub.add_parser("run", help="merge the demo adapters and print per-task metrics (what `make run` shows)")
     q.add_argument("--method", default="task_arithmetic")
-    q.add_argument("--lambda", dest="lam", type=float, default=None, help="global λ (default 0.5 for task arithmetic — a common starting point, sweep it — else 1)")
+    q.add_argument("--lambda", dest="lam", type=finite_float, default=None, help="global λ (default 0.5 for task arithmetic — a common starting point, sweep it — else 1)")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-    q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
+    q.add_argument("--limit", type=positive_int, help="score only the first N test examples of each task")
     q.add_argument("--family", default=BASELINE, help="which demo adapters: peft-default (default) or a family built with `demo build --family`")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=main)
     q = demo_sub.add_parser("build", help="train one adapter per demo task, measure it against a head-only probe, write the manifest")
     q.add_argument("--out", type=Path, default=None, help="where to write (default: the bundled resources/demo)")
     q.add_argument("--tasks", help="comma-separated subset of demo tasks")
-    q.add_argument("--steps", type=int, default=LORA["steps"])
-    q.add_argument("--seed", type=int, default=0, help="task i trains with seed 100·SEED + i, so no two adapters share an initial A")
+    q.add_argument("--steps", type=positive_int, default=LORA["steps"])
+    q.add_argument("--seed", type=non_negative_int, default=0, help="task i trains with seed 100·SEED + i, so no two adapters share an initial A")
     q.add_argument("--family", default=BASELINE, help="initialisation family (see `osrm demo compare --help`); "
                    "peft-default fills adapters/, others adapters-FAMILY/")
     q.add_argument("--reuse", type=Path, help="take adapters that `osrm demo compare --work DIR` trained with the very same settings "
@@ -45,9 +46,9 @@ def add_parsers(sub) -> None:
     q.add_argument("--families", default="peft-default,osrm-cov,osrm-cov-frozen,peft-default-frozen",
                    help="comma-separated, from: " + ", ".join(_families()))
     q.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; task i of seed s trains with seed 100·s + i")
-    q.add_argument("--steps", type=int, default=LORA["steps"])
+    q.add_argument("--steps", type=positive_int, default=LORA["steps"])
     q.add_argument("--work", type=Path, help="where the trained adapters are kept and reused (default: the user cache)")
-    q.add_argument("--limit", type=int, help="score only the first N test examples of each task")
+    q.add_argument("--limit", type=positive_int, help="score only the first N test examples of each task")
     q.add_argument("--json", type=Path, help="write every run's numbers to this JSON file")
     q.add_argument("--from-json", type=Path, action="append", help="only print the summary of JSON files written before (no training); "
                    "repeat to combine runs, with --json to save them together")

@@ -3,8 +3,44 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from osrm_gui.core.errors import OsrmError
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (ranks, sizes, counts)."""
+    return _bounded_int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _bounded_int(text, 0)
+
+
+def _bounded_int(text: str, low: int) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and ±inf are typos, not settings)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_base(p):
@@ -23,19 +59,19 @@ def add_tasks(p):
     g.add_argument("--task", action="append", metavar="SPEC", help="demo:NAME or PATH[@text=COL,pair=COL,label=COL,name=NAME,metric=M]; repeat per task "
                    "(default: the tasks recorded in the adapters)")
     g.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    g.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each task")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--max-length", type=int, default=128)
+    g.add_argument("--limit", type=positive_int, metavar="N", help="score only the first N examples of each task")
+    g.add_argument("--batch-size", type=positive_int, default=64)
+    g.add_argument("--max-length", type=positive_int, default=128)
 
 
 def add_merge(p):
     g = p.add_argument_group("merge")
     g.add_argument("adapters", nargs="*", metavar="ADAPTER", help="PEFT LoRA adapter folders or Hub ids org/name[@revision]")
     g.add_argument("--method", default="task_arithmetic", help="merge method (see `osrm methods`)")
-    g.add_argument("--coef", type=float, nargs="+", metavar="C", help="one coefficient per adapter (default 1.0 each)")
-    g.add_argument("--lambda", dest="lam", type=float, default=1.0, help="global scale λ of the merged update (default 1.0)")
+    g.add_argument("--coef", type=finite_float, nargs="+", metavar="C", help="one coefficient per adapter (default 1.0 each)")
+    g.add_argument("--lambda", dest="lam", type=finite_float, default=1.0, help="global scale λ of the merged update (default 1.0)")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, e.g. density=0.5; repeatable")
-    g.add_argument("--seed", type=int, default=0, help="seed of random methods (DARE)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed of random methods (DARE)")
     g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
 
 
@@ -71,23 +107,32 @@ def spec_from(args):
 
 
 def workspace_and_spec(args, need_tasks=True):
-    from osrm_gui.core.export import read_recipe, recipe_base
+    from osrm_gui.core.export import check_recipe_data, read_recipe, recipe_base, recipe_task_specs
     from osrm_gui.core.workspace import open_workspace
 
+    task_specs = getattr(args, "task", None)
     if args.recipe:
         recipe, adapters, spec = read_recipe(args.recipe)
         base_path = args.base or recipe_base(recipe)
         paths = [a.path for a in adapters]
+        recorded = recipe_task_specs(recipe)  # a data-dependent merge replays on the data it read
+        task_specs, need_tasks = task_specs or recorded, need_tasks or bool(recorded)
     else:
         if not args.adapters:
             raise OsrmError("no adapters given (name adapter folders, or --recipe FILE)")
         base_path, paths, spec = args.base, args.adapters, spec_from(args)
-    ws = open_workspace(base_path, paths, getattr(args, "task", None), args.device, args.dtype, args.trust_remote_code, need_tasks)
-    if args.recipe and ws.base.fingerprint != recipe["base"]["fingerprint"]:
-        print(f"warning: base {ws.base.path} differs from the recipe's ({recipe['base']['name']})", file=sys.stderr)
-    for warning in ws.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    ws = open_workspace(base_path, paths, task_specs, args.device, args.dtype, args.trust_remote_code, need_tasks)
+    if args.recipe:
+        check_recipe_data(args.recipe, recipe, ws.tasks, ws.feature_samples)
+        if ws.base.fingerprint != recipe["base"]["fingerprint"]:
+            print(f"warning: base {ws.base.path} differs from the recipe's ({recipe['base']['name']})", file=sys.stderr)
+    print_warnings(ws.warnings)
     return ws, spec
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def open_history(args):
@@ -98,9 +143,36 @@ def open_history(args):
     return History(args.history or default_history_path())
 
 
-def write_csv(path, rows: list[dict], force: bool) -> None:
+def write_csv(path, rows: list[dict], force: bool, inputs=()) -> None:
     from osrm_gui.core.atomic import atomic_write_text
     from osrm_gui.core.tables import rows_to_csv
 
-    atomic_write_text(path, rows_to_csv(rows), force=force)
+    atomic_write_text(path, rows_to_csv(rows), force=force, inputs=inputs)
     print(f"wrote {path}")
+
+
+def cli_inputs(args) -> list[Path]:
+    """Every local file or folder the command reads, from its arguments."""
+    found = []
+    for name in ("adapters", "adapter", "base", "recipe", "history", "task", "osrm_task"):
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and item:
+                path = Path(str(item).partition("@")[0] if name in ("task", "osrm_task") else item).expanduser()
+                if path.exists():
+                    found.append(path)
+    return found
+
+
+def check_outputs(args, *files, folders=()) -> None:
+    """Before any work: each output is new (or --force), is no input, and a file's folder exists."""
+    from osrm_gui.core.atomic import refuse_existing
+
+    inputs = cli_inputs(args)
+    for path in [*files, *folders]:
+        if path is None:
+            continue
+        refuse_existing(path, getattr(args, "force", False), inputs)
+    for path in files:
+        if path is not None and not Path(path).expanduser().parent.is_dir():
+            raise OsrmError(f"{path}: the folder {Path(path).parent} does not exist")

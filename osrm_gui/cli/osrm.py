@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from osrm_gui.cli.console import drive, format_table
-from osrm_gui.cli.options import add_base
+from osrm_gui.cli.options import add_base, check_outputs, print_warnings, finite_float, non_negative_int, positive_int
 
 
 def cmd_train(args):
@@ -13,6 +13,7 @@ def cmd_train(args):
     from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 
     task = resolve_task(args.task)
+    print_warnings(task.warnings)
     settings = TrainSettings(
         rank=args.rank, alpha=args.alpha, targets=args.targets.split(",") if args.targets else None, dropout=args.dropout,
         lr=args.lr, steps=None if args.epochs and not args.steps else (args.steps or 300), epochs=args.epochs,
@@ -29,7 +30,7 @@ def _add_osrm_tasks(p, required: bool = False):
     g = p.add_argument_group("OSRM")
     g.add_argument("--osrm-task", action="append", required=required, metavar="SPEC",
                    help="data of the OTHER tasks the adapter should stay out of the way of (demo:NAME or PATH[@…]); repeat per task")
-    g.add_argument("--osrm-samples", type=int, default=100, help="examples per other task for the statistics (default 100)")
+    g.add_argument("--osrm-samples", type=positive_int, default=100, help="examples per other task for the statistics (default 100)")
 
 
 def cmd_features(args):
@@ -42,6 +43,7 @@ def cmd_features(args):
     rows = []
     for spec in args.task:
         task = resolve_task(spec)
+        print_warnings(task.warnings)
         features = drive(cached_features(base, task, targets, args.samples, args.max_length), f"features {task.name}")
         for warning in features.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -58,6 +60,7 @@ def cmd_init(args):
     from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 
     task = resolve_task(args.task)
+    print_warnings(task.warnings)
     settings = TrainSettings(rank=args.rank, alpha=args.alpha, targets=args.targets.split(",") if args.targets else None, steps=0,
                              max_length=args.max_length, seed=args.seed, init=f"osrm-{args.variant}",
                              osrm_tasks=args.osrm_task, osrm_samples=args.osrm_samples)
@@ -68,13 +71,12 @@ def cmd_init(args):
 
 def cmd_project(args):
     from osrm_gui.core.inputs.adapters import load_adapter, validate_adapter
-    from osrm_gui.core.atomic import refuse_existing
     from osrm_gui.core.osrm.features import cached_features
     from osrm_gui.core.inputs.models import load_base
     from osrm_gui.core.osrm.subspaces import project_adapter, subspaces_from_others, write_projection
     from osrm_gui.core.inputs.tasks import resolve_task
 
-    refuse_existing(args.out, args.force)
+    check_outputs(args, folders=[args.out])
     adapter = load_adapter(args.adapter)
     base = load_base(args.base, args.device, args.dtype, args.trust_remote_code)
     validate_adapter(adapter, base)
@@ -100,21 +102,21 @@ def add_parsers(sub) -> None:
     from osrm_gui.core.osrm.training import INITIALISERS, TrainSettings
 
     d = TrainSettings()
-    p.add_argument("--rank", type=int, default=d.rank)
-    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--rank", type=positive_int, default=d.rank)
+    p.add_argument("--alpha", type=finite_float, default=d.alpha)
     p.add_argument("--targets", help="comma-separated module names (default per architecture, e.g. query,value for BERT)")
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps} unless --epochs)")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--max-length", type=int, default=d.max_length)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps with linear warm-up")
+    p.add_argument("--dropout", type=finite_float, default=d.dropout)
+    p.add_argument("--lr", type=finite_float, default=d.lr)
+    p.add_argument("--steps", type=non_negative_int, help=f"optimiser steps (default {d.steps} unless --epochs)")
+    p.add_argument("--epochs", type=finite_float)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--max-length", type=positive_int, default=d.max_length)
+    p.add_argument("--seed", type=non_negative_int, default=d.seed)
+    p.add_argument("--warmup", type=finite_float, default=d.warmup, help="fraction of steps with linear warm-up")
     p.add_argument("--init", default=d.init, choices=list(INITIALISERS))
     p.add_argument("--freeze-a", action="store_true", help="keep lora_A at its initial value")
     p.add_argument("--freeze-b", action="store_true", help="keep lora_B at its initial value (with B=0: a head-only probe)")
-    p.add_argument("--a-lr-multiplier", type=float, default=1.0, help="learning rate of lora_A relative to --lr")
+    p.add_argument("--a-lr-multiplier", type=finite_float, default=1.0, help="learning rate of lora_A relative to --lr")
     p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(r)")
     _add_osrm_tasks(p)
     add_base(p)
@@ -123,8 +125,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("features", help="collect (or show cached) feature statistics of tasks on the pretrained base")
     p.add_argument("--task", action="append", required=True, metavar="SPEC", help="demo:NAME or PATH[@…]; repeat per task")
     p.add_argument("--targets", help="comma-separated module names (default per architecture)")
-    p.add_argument("--samples", type=int, default=100, help="training examples per task (seeded; default 100)")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--samples", type=positive_int, default=100, help="training examples per task (seeded; default 100)")
+    p.add_argument("--max-length", type=positive_int, default=128)
     add_base(p)
     p.set_defaults(func=cmd_features)
 
@@ -132,11 +134,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--task", required=True, metavar="SPEC", help="the task this adapter is for")
     p.add_argument("--out", required=True)
     p.add_argument("--variant", choices=["cov", "mean"], default="cov")
-    p.add_argument("--rank", type=int, default=d.rank)
-    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--rank", type=positive_int, default=d.rank)
+    p.add_argument("--alpha", type=finite_float, default=d.alpha)
     p.add_argument("--targets", help="comma-separated module names (default per architecture)")
-    p.add_argument("--max-length", type=int, default=d.max_length)
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the classifier head's initialisation")
+    p.add_argument("--max-length", type=positive_int, default=d.max_length)
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="seed of the classifier head's initialisation")
     p.add_argument("--force", action="store_true")
     _add_osrm_tasks(p, required=True)
     add_base(p)
@@ -147,8 +149,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--task", metavar="SPEC", help="the adapter's own task (default: the one it records), left out of the statistics")
     p.add_argument("--out", required=True)
     p.add_argument("--variant", choices=["cov", "mean"], default="cov")
-    p.add_argument("--rank", type=int, help="rank of the projection (default: the adapter's rank)")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--rank", type=positive_int, help="rank of the projection (default: the adapter's rank)")
+    p.add_argument("--max-length", type=positive_int, default=128)
     p.add_argument("--force", action="store_true")
     _add_osrm_tasks(p, required=True)
     add_base(p)

@@ -29,6 +29,29 @@ def _task_dir_name(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", task) or "task"
 
 
+def export_units(pairs: dict[str, Adapter], tasks: list[Task], adapters: list[Adapter] | None = None) -> list[tuple[str, Task, Adapter]]:
+    """One ``(folder name, task, adapter)`` per adapter that serves a task: the task's name when one
+    adapter serves it, ``TASK--ADAPTER`` when several do, so no export overwrites another."""
+    units: list[tuple[str, Task, Adapter]] = []
+    seen: set[str] = set()
+    for task in tasks:
+        if task.name in seen:
+            continue
+        seen.add(task.name)
+        serving = [a for a in adapters or [] if a.task == task.name and a.head] or [pairs[task.name]]
+        for adapter in serving:
+            units.append((task.name if len(serving) == 1 else f"{task.name}--{adapter.name}", task, adapter))
+    names: set[str] = set()
+    unique = []
+    for name, task, adapter in units:
+        folder, n = _task_dir_name(name), 2
+        while folder in names:
+            folder, n = f"{_task_dir_name(name)}-{n}", n + 1
+        names.add(folder)
+        unique.append((folder, task, adapter))
+    return unique
+
+
 def _label_config(base: BaseModel, task: Task) -> dict:
     if task.is_regression:
         return {"num_labels": 1, "problem_type": "regression"}
@@ -41,23 +64,26 @@ def _label_config(base: BaseModel, task: Task) -> dict:
 
 
 def export_full_models(
-    base: BaseModel, merged: MergedState, pairs: dict[str, Adapter], tasks: list[Task], out: str | Path, force: bool = False
+    base: BaseModel, merged: MergedState, pairs: dict[str, Adapter], tasks: list[Task], out: str | Path, force: bool = False,
+    adapters: list[Adapter] | None = None,
+    inputs: list[Path] = (),
 ) -> Generator[Progress, None, Path]:
-    """One complete model folder per task: merged backbone + that task's head."""
+    """One complete model folder per task (per adapter, when ``adapters`` has several for a task):
+    merged backbone + that adapter's head."""
+    units = export_units(pairs, tasks, adapters)
     config = base.model.config
     saved = {k: getattr(config, k, None) for k in ("num_labels", "id2label", "label2id", "problem_type")}
     base.set_deltas(merged.dense_deltas())
     try:
-        with atomic_dir(out, force=force) as tmp:
-            for done, task in enumerate(tasks, 1):
-                base.set_head(base.build_head(pairs[task.name].head))
+        with atomic_dir(out, force=force, inputs=[*inputs, base.path, *(a.path for _, _, a in units)]) as tmp:
+            for done, (name, task, adapter) in enumerate(units, 1):
+                base.set_head(base.build_head(adapter.head))
                 for key, value in _label_config(base, task).items():
                     setattr(config, key, value)
-                folder = tmp / _task_dir_name(task.name)
                 with quiet_transformers():
-                    base.model.save_pretrained(folder)
-                    base.tokenizer.save_pretrained(folder)
-                yield Progress("export", done, len(tasks), task.name)
+                    base.model.save_pretrained(tmp / name)
+                    base.tokenizer.save_pretrained(tmp / name)
+                yield Progress("export", done, len(units), name)
     finally:
         base.set_head(None)
         base.clear_deltas()
@@ -94,18 +120,22 @@ def export_peft_adapters(
     out: str | Path,
     rank: int | None = None,
     force: bool = False,
+    adapters: list[Adapter] | None = None,
+    inputs: list[Path] = (),
 ) -> Generator[Progress, None, float]:
-    """A PEFT LoRA adapter per task (shared merged LoRA weights, the task's own head).
+    """A PEFT LoRA adapter per task, or per adapter as in :func:`export_full_models`
+    (shared merged LoRA weights, the adapter's own head).
 
     Returns the worst per-layer relative truncation error (0 for an exact export).
     """
     factors, error = merged_factors(merged, rank)
-    with atomic_dir(out, force=force) as tmp:
-        for done, task in enumerate(tasks, 1):
-            metadata = {"name": f"merged-{task.name}", "task": task.name, "label_names": task.label_names, "metric": task.metric,
+    units = export_units(pairs, tasks, adapters)
+    with atomic_dir(out, force=force, inputs=[*inputs, base.path, *(a.path for _, _, a in units)]) as tmp:
+        for done, (name, task, adapter) in enumerate(units, 1):
+            metadata = {"name": f"merged-{name}", "task": task.name, "label_names": task.label_names, "metric": task.metric,
                         "init": "merged", "merge": merged.spec.to_dict(), "truncation_error": error}
-            write_lora_folder(tmp / _task_dir_name(task.name), factors, base, pairs[task.name].head, metadata)
-            yield Progress("export", done, len(tasks), task.name)
+            write_lora_folder(tmp / name, factors, base, adapter.head, metadata)
+            yield Progress("export", done, len(units), name)
     return error
 
 
@@ -139,7 +169,8 @@ def write_lora_folder(folder: Path, factors: dict[str, tuple[torch.Tensor, torch
     (folder / "osrm_adapter.json").write_text(json.dumps(metadata, indent=2))
 
 
-def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec) -> dict:
+def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec, data: list[dict] | None = None) -> dict:
+    """``data``: for methods that read task data (RegMean's Gram matrices), which data, by content hash."""
     return {
         "format": RECIPE_FORMAT,
         "tool": {"name": "osrm-gui", "version": __version__},
@@ -150,22 +181,58 @@ def build_recipe(base: BaseModel, adapters: list[Adapter], spec: MergeSpec) -> d
         "adapters": [{"name": a.name, "path": str(a.path.resolve()), "hash": a.content_hash, "task": a.task, **({"hub": a.hub_id} if a.hub_id else {})}
                      for a in adapters],
         "merge": spec.resolved(len(adapters)).to_dict(),
+        **({"data": data} if data else {}),
     }
 
 
-def write_recipe(recipe: dict, out: str | Path, force: bool = False) -> Path:
+def write_recipe(recipe: dict, out: str | Path, force: bool = False, inputs: list[Path] = ()) -> Path:
     """Adapter paths are stored relative to the recipe, so a folder of both moves as one."""
     out = Path(out)
     where = out.resolve().parent
     recipe = {**recipe, "adapters": [{**a, "path": os.path.relpath(a["path"], where)} for a in recipe["adapters"]]}
-    atomic_write_text(out, json.dumps(recipe, indent=2) + "\n", force=force)
+    atomic_write_text(out, json.dumps(recipe, indent=2) + "\n", force=force, inputs=inputs)
     return out
+
+
+def _recipe_field(path: Path, document: dict, key: str, kind: type | tuple, where: str = ""):
+    value = document.get(key) if isinstance(document, dict) else None
+    if value is None or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        found = "missing" if value is None else f"a {type(value).__name__}"
+        raise OsrmError(f"{path}: recipe field {where}{key} is {found}, expected {names}")
+    return value
+
+
+def _check_recipe(path: Path, recipe: dict) -> None:
+    """Every field replay reads, with its type: a hand-edited recipe fails here in one line."""
+    base = _recipe_field(path, recipe, "base", dict)
+    _recipe_field(path, base, "path", str, "base.")
+    _recipe_field(path, base, "fingerprint", str, "base.")
+    entries = _recipe_field(path, recipe, "adapters", list)
+    if not entries:
+        raise OsrmError(f"{path}: recipe field adapters is empty")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise OsrmError(f"{path}: recipe field adapters[{i}] is a {type(entry).__name__}, expected an object")
+        _recipe_field(path, entry, "path", str, f"adapters[{i}].")
+        _recipe_field(path, entry, "hash", str, f"adapters[{i}].")
+    merge = _recipe_field(path, recipe, "merge", dict)
+    _recipe_field(path, merge, "method", str, "merge.")
+    _recipe_field(path, merge, "lam", (int, float), "merge.")
+    _recipe_field(path, merge, "params", dict, "merge.")
+    _recipe_field(path, merge, "seed", int, "merge.")
+    if merge.get("coefficients") is not None:
+        _recipe_field(path, merge, "coefficients", list, "merge.")
+    for i, entry in enumerate(recipe.get("data") or []):
+        for key, kind in (("task", str), ("spec", str), ("hash", str), ("samples", int)):
+            _recipe_field(path, entry, key, kind, f"data[{i}].")
 
 
 def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
     """Parse a recipe, load its adapters and check they are the very files it names."""
     path = Path(path)
     recipe = read_document(path, RECIPE_FORMAT, "recipe")
+    _check_recipe(path, recipe)
     adapters = []
     for entry in recipe["adapters"]:
         adapter_path = Path(entry["path"])
@@ -176,8 +243,38 @@ def read_recipe(path: str | Path) -> tuple[dict, list[Adapter], MergeSpec]:
             raise OsrmError(f"{path}: adapter {adapter_path} has changed since the recipe was written (hash {adapter.content_hash} ≠ {entry['hash']})")
         adapters.append(adapter)
     merge = recipe["merge"]
-    spec = MergeSpec(merge["method"], merge["coefficients"], merge["lam"], merge["params"], merge["seed"])
+    spec = MergeSpec(merge["method"], merge.get("coefficients"), merge["lam"], merge["params"], merge["seed"])
+    if get_method_needs_data(spec.method) and not recipe.get("data"):
+        raise OsrmError(f"{path}: the recipe does not record the task data its {spec.method} merge read; export the recipe again")
     return recipe, adapters, spec
+
+
+def recipe_task_specs(recipe: dict) -> list[str] | None:
+    """The task data a data-dependent recipe was made with (None: the recipe needs none)."""
+    return [entry["spec"] for entry in recipe["data"]] if recipe.get("data") else None
+
+
+def check_recipe_data(path: str | Path, recipe: dict, tasks: list[Task], samples: int) -> None:
+    """Replay reads the very data the recipe recorded, or refuses."""
+    by_name = {t.name: t for t in tasks}
+    for entry in recipe.get("data") or []:
+        task = by_name.get(entry["task"])
+        if task is None:
+            raise OsrmError(f"{path}: the merge read task {entry['task']!r} ({entry['spec']}), which is not among the tasks given now")
+        if task.content_hash() != entry["hash"]:
+            raise OsrmError(f"{path}: the data of task {entry['task']!r} ({entry['spec']}) has changed since the recipe was written "
+                            f"(hash {task.content_hash()} ≠ {entry['hash']})")
+        if entry["samples"] != samples:
+            raise OsrmError(f"{path}: the merge read {entry['samples']} examples per task, this replay would read {samples}")
+
+
+def get_method_needs_data(method: str) -> bool:
+    from osrm_gui.core.merge import get_method
+
+    try:
+        return get_method(method).needs_grams
+    except ValueError:
+        return False  # an unknown method fails later, in one line, when the spec is resolved
 
 
 def recipe_base(recipe: dict) -> str | None:
@@ -196,12 +293,15 @@ def export_merge(ws, spec: MergeSpec, kind: str, out: str | Path, rank: int | No
 
     if kind not in EXPORT_KINDS:
         raise OsrmError(f"unknown export kind {kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
-    refuse_existing(out, force)
+    inputs = ws.input_paths()
+    refuse_existing(out, force, inputs)
     if kind == "recipe":
-        return {"kind": kind, "path": write_recipe(build_recipe(ws.base, ws.adapters, spec), out, force)}
+        recipe = build_recipe(ws.base, ws.adapters, spec, ws.data_record(spec))
+        return {"kind": kind, "path": write_recipe(recipe, out, force, inputs)}
     merged = yield from ws.merge(spec)
+    written = [name for name, _, _ in export_units(ws.pairs, ws.tasks, ws.adapters)]
     if kind == "full":
-        path = yield from export_full_models(ws.base, merged, ws.pairs, ws.tasks, out, force)
-        return {"kind": kind, "path": path, "tasks": [t.name for t in ws.tasks]}
-    error = yield from export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, out, rank, force)
-    return {"kind": kind, "path": Path(out), "tasks": [t.name for t in ws.tasks], "truncation_error": error}
+        path = yield from export_full_models(ws.base, merged, ws.pairs, ws.tasks, out, force, ws.adapters, inputs)
+        return {"kind": kind, "path": path, "tasks": written}
+    error = yield from export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, out, rank, force, ws.adapters, inputs)
+    return {"kind": kind, "path": Path(out), "tasks": written, "truncation_error": error}

@@ -21,7 +21,7 @@ from osrm_gui.core.inputs.models import BaseModel, load_base
 from osrm_gui.core.progress import Progress, Run
 from osrm_gui.core.explore.history import History, HistoryPoint, default_history_path, history_path_for
 from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult, history_point, run_sweep
-from osrm_gui.core.inputs.tasks import Task, resolve_task
+from osrm_gui.core.inputs.tasks import Task, align_to_head, resolve_task
 from osrm_gui.core.workspace import Workspace
 
 WORKSPACE_FORMAT = "osrm-gui/workspace@1"
@@ -101,9 +101,9 @@ class MergeSession:
         slot = AdapterSlot(adapter, label=adapter.name, task_spec=adapter.metadata.get("task_spec"))
         if slot.task_spec:
             try:
-                slot.task = resolve_task(slot.task_spec)
+                slot.task = _fit_to_head(resolve_task(slot.task_spec), adapter, slot.task_spec, slot.label)
             except OsrmError:
-                slot.task = None  # its data moved: the user can pair other data
+                slot.task = None  # its data moved or changed: the user can pair other data
         return slot
 
     def add_slot(self, slot: AdapterSlot) -> None:
@@ -119,9 +119,7 @@ class MergeSession:
 
     def pair_task(self, index: int, spec: str) -> Task:
         slot = self.slots[index]
-        task = resolve_task(spec)
-        if slot.adapter.num_labels not in (None, task.num_labels):
-            raise OsrmError(f"{spec}: {task.num_labels} labels, but adapter {slot.label} has a head with {slot.adapter.num_labels} outputs")
+        task = _fit_to_head(resolve_task(spec), slot.adapter, spec, slot.label)
         slot.task_spec, slot.task = spec, task
         return task
 
@@ -204,7 +202,11 @@ class MergeSession:
             result[name] = yield from cached_features(self.base, known[name][0], targets, samples)
         return result
 
-    def train_job(self, names: list[str], settings, out_dir: str | Path) -> Generator:
+    def train_outputs(self, names: list[str], settings, out_dir: str | Path) -> list[Path]:
+        """The adapter folders :meth:`train_job` would write, one per named task."""
+        return [Path(out_dir) / f"{name}-{settings.init}" for name in names]
+
+    def train_job(self, names: list[str], settings, out_dir: str | Path, force: bool = False) -> Generator:
         """Train one adapter per named task (OSRM inits use the other named tasks); yields
         progress and a ``TrainedAdapter`` per finished adapter."""
         from dataclasses import replace
@@ -214,11 +216,10 @@ class MergeSession:
         known = self.tasks_by_name()
         specs = [known[n][1] for n in names]
         paths = []
-        for index, name in enumerate(names):
+        for index, (name, folder) in enumerate(zip(names, self.train_outputs(names, settings, out_dir))):
             task = known[name][0]
-            folder = Path(out_dir) / f"{name}-{settings.init}"
             task_settings = replace(settings, seed=settings.seed + index, osrm_tasks=specs)
-            run = Run(train_adapter(self.base_path, task, folder, task_settings, self.device))
+            run = Run(train_adapter(self.base_path, task, folder, task_settings, self.device, force))
             for event in run:
                 # the stage names the task, so a view can draw one loss curve per task
                 yield replace(event, stage=f"{event.stage}:{name}")
@@ -277,7 +278,7 @@ class MergeSession:
     def save(self, path: str | Path) -> None:
         """Write the workspace; its run history lives beside it (the points so far come along)."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(path.resolve().parent), indent=2) + "\n", force=True)
+        atomic_write_text(path, json.dumps(self.to_dict(path.resolve().parent), indent=2) + "\n", force=True, make_parents=True)
         target = History(history_path_for(path))
         if self.history is not None and self.history.path.resolve() != target.path.resolve():
             self.history.copy_to(target)
@@ -319,6 +320,14 @@ class MergeSession:
         return {"names": [s.label for s in slots], "per_layer": per_layer, "fidelity": fidelity, "fidelity_error": fidelity_error}
 
 
+def _fit_to_head(task: Task, adapter: Adapter, spec: str, label: str) -> Task:
+    """The task's labels checked against (and numbered as) the adapter's head, as pair_tasks does."""
+    align_to_head(task, adapter.metadata.get("label_names"), str(adapter.path))
+    if adapter.num_labels not in (None, task.num_labels):
+        raise OsrmError(f"{spec}: {task.num_labels} labels, but adapter {label} has a head with {adapter.num_labels} outputs")
+    return task
+
+
 def _portable_spec(spec: str | None, where: Path) -> str | None:
     if not spec or spec.startswith("demo:"):
         return spec
@@ -337,6 +346,7 @@ def open_session(path: str | Path, device: str | None = None) -> Generator[Progr
     """Read a workspace file: the base, every adapter (checked again) and the saved results."""
     path = Path(path)
     data = read_document(path, WORKSPACE_FORMAT, "workspace")
+    _check_workspace(path, data)
     where = path.resolve().parent
     session = MergeSession(device=device)
     merge = data.get("merge", {})
@@ -356,13 +366,48 @@ def open_session(path: str | Path, device: str | None = None) -> Generator[Progr
             slot.task = resolve_task(slot.task_spec)
         session.slots.append(slot)
         yield Progress("open", i + 1, len(entries) + 1, slot.label)
-    results = data.get("results", {})
-    if results.get("last"):
-        last = results["last"]
-        session.last_result = EvalResult(last["kind"], MergeSpec(**last["spec"]), last["scores"], last.get("single", {}))
-    session.sweeps = [_read_sweep(r) for r in results.get("sweeps", [])]
+    results = data.get("results") or {}
+    try:
+        if results.get("last"):
+            last = results["last"]
+            session.last_result = EvalResult(last["kind"], MergeSpec(**last["spec"]), last["scores"], last.get("single", {}))
+        session.sweeps = [_read_sweep(r) for r in results.get("sweeps", [])]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise OsrmError(f"{path}: its saved results are malformed ({type(exc).__name__}: {exc}); remove the \"results\" entry to open it without them") from None
     session.history = History(history_path_for(path))
     return session
+
+
+def _check_workspace(path: Path, data: dict) -> None:
+    """The fields opening reads, with their types, so a hand-edited file fails in one line."""
+    def wrong(key: str, value, expected: str) -> OsrmError:
+        found = "missing" if value is None else f"a {type(value).__name__}"
+        return OsrmError(f"{path}: workspace key {key} is {found}, expected {expected}")
+
+    if data.get("base") is not None and not isinstance(data["base"], str):
+        raise wrong("base", data["base"], "a path or null")
+    for key in ("merge", "results"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise wrong(key, data[key], "an object")
+    merge = data.get("merge") or {}
+    for key, kind, expected in (("method", str, "a name"), ("params", dict, "an object"), ("lambda", (int, float), "a number"),
+                                  ("seed", int, "a whole number")):
+        if key in merge and (not isinstance(merge[key], kind) or isinstance(merge[key], bool)):
+            raise wrong(f"merge.{key}", merge[key], expected)
+    if "preview_limit" in data and (not isinstance(data["preview_limit"], int) or data["preview_limit"] < 1):
+        raise wrong("preview_limit", data["preview_limit"], "a whole number ≥ 1")
+    entries = data.get("adapters", [])
+    if not isinstance(entries, list):
+        raise wrong("adapters", entries, "a list")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise wrong(f"adapters[{i}]", entry, "an object")
+        for key, kind, expected in (("path", str, "a path"), ("label", str, "a name"), ("enabled", bool, "true or false"),
+                                      ("coefficient", (int, float), "a number")):
+            if not isinstance(entry.get(key), kind) or (kind is not bool and isinstance(entry.get(key), bool)):
+                raise wrong(f"adapters[{i}].{key}", entry.get(key), expected)
+        if entry.get("task") is not None and not isinstance(entry["task"], str):
+            raise wrong(f"adapters[{i}].task", entry["task"], "a task spec")
 
 
 def _read_sweep(data: dict) -> SweepResult:

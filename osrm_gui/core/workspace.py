@@ -37,6 +37,25 @@ class Workspace:
             self._heads = task_heads(self.base, self.pairs)
         return self._heads
 
+    def input_paths(self) -> list[Path]:
+        """Every file or folder this workspace reads: no output may replace or lie inside one."""
+        specs = [t.extra.get("spec") or "" for t in self.tasks]
+        files = [Path(s.partition("@")[0]) for s in specs if s and Path(s.partition("@")[0]).exists()]
+        return [self.base.path, *(a.path for a in self.adapters), *files]
+
+    def data_record(self, spec: MergeSpec) -> list[dict] | None:
+        """What a recipe must record for ``spec`` to replay to the same weights: the task data a
+        data-dependent method (RegMean) reads, by spec and content hash, and how much of it."""
+        if not get_method(spec.resolved(len(self.adapters)).method).needs_grams:
+            return None
+        by_adapter = {id(self.pairs[t.name]): t for t in self.tasks}
+        missing = [str(a.path) for a in self.adapters if id(a) not in by_adapter]
+        if missing:
+            raise OsrmError(f"{spec.method} reads each adapter's task data, and none is known for {', '.join(missing)}; name it with --task")
+        tasks = [by_adapter[id(a)] for a in self.adapters]
+        return [{"task": t.name, "spec": t.extra.get("spec") or t.name, "hash": t.content_hash(), "samples": self.feature_samples}
+                for t in tasks]
+
     def merge(self, spec: MergeSpec) -> Generator[Progress, None, MergedState]:
         """Merge the adapters; methods that need feature statistics (RegMean) get them from the cache or the base."""
         spec = spec.resolved(len(self.adapters))  # unknown methods and bad parameters fail here, in one line
@@ -145,5 +164,6 @@ def open_workspace(
     base = load_base(base_path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     warnings = validate_all(base, adapters)
     tasks = tasks_for(adapters, task_specs) if need_tasks and adapters else []
+    warnings += [w for t in tasks for w in t.warnings]
     pairs = pair_tasks(adapters, tasks) if tasks else {}
     return Workspace(base, adapters, tasks, pairs, warnings)

@@ -34,6 +34,11 @@ def one_line(exc: BaseException) -> str:
     return reason if isinstance(exc, OsrmError) else f"{type(exc).__name__}: {reason}"
 
 
+def _details(exc: BaseException) -> str:
+    """A bad input is said in its one line; only a failure of ours carries a traceback for a bug report."""
+    return "" if isinstance(exc, OsrmError) else traceback.format_exc()
+
+
 def _guarded(generator: Generator):
     # superqt treats a RuntimeError from the job as "worker deleted" and drops it;
     # wrapping every failure keeps torch's RuntimeErrors visible to the user.
@@ -42,7 +47,7 @@ def _guarded(generator: Generator):
     except GeneratorExit:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure is reported, none kills the app
-        raise JobError(one_line(exc), traceback.format_exc()) from exc
+        raise JobError(one_line(exc), _details(exc)) from exc
 
 
 class _ClosingWorker(GeneratorWorker):
@@ -125,7 +130,7 @@ class JobSlot(QObject):
             generator = job.factory()
         except Exception as exc:  # noqa: BLE001 - a job that cannot even start is reported the same way
             self._current = None
-            self.failed.emit(job.label, one_line(exc), traceback.format_exc())
+            self.failed.emit(job.label, one_line(exc), _details(exc))
             self.finished.emit(job.label, "failed")
             return
         worker = create_worker(_guarded, generator, _start_thread=False, _worker_class=_ClosingWorker, _ignore_errors=True)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,11 +114,13 @@ def _read_config(folder: Path) -> dict:
     if not config_path.is_file():
         raise OsrmError(f"{folder}: not a PEFT adapter folder (no {CONFIG_FILE})")
     try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        config = json.loads(config_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise OsrmError(f"{config_path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
         raise OsrmError(f"{config_path}: corrupt JSON ({exc})") from None
     if not isinstance(config, dict):
-        raise OsrmError(f"{config_path}: expected a JSON object")
+        raise OsrmError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type != "LORA":
         raise OsrmError(f"{config_path}: peft_type is {config.get('peft_type')!r}, only LORA adapters can be merged")
@@ -125,7 +128,59 @@ def _read_config(folder: Path) -> dict:
         raise OsrmError(f"{config_path}: DoRA adapters are not supported (their magnitude vector does not merge linearly)")
     if config.get("lora_bias"):
         raise OsrmError(f"{config_path}: LoRA adapters with a trained bias (lora_bias) are not supported")
+    _check_config_numbers(config, config_path)
     return config
+
+
+def _positive(value, what: str, where: Path, integer: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok or (integer and value != int(value)):
+        kind = "a positive whole number" if integer else "a positive number"
+        raise OsrmError(f"{where}: {what} is {value!r}, expected {kind}")
+
+
+def _check_config_numbers(config: dict, where: Path) -> None:
+    """The numbers ΔW's scale is made of: a word, zero or NaN here would otherwise surface as a
+    ZeroDivisionError or silently wrong scores far from the file."""
+    if "r" in config:
+        _positive(config["r"], "r", where, integer=True)
+    if "lora_alpha" in config:
+        _positive(config["lora_alpha"], "lora_alpha", where, integer=False)
+    for key, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        patterns = config.get(key) or {}
+        if not isinstance(patterns, dict):
+            raise OsrmError(f"{where}: {key} is {type(patterns).__name__}, expected an object of module patterns")
+        for module, value in patterns.items():
+            _positive(value, f"{key}[{module!r}]", where, integer)
+
+
+def _read_metadata(folder: Path) -> dict:
+    meta_path = folder / METADATA_FILE
+    if not meta_path.is_file():
+        return {}
+    try:
+        metadata = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise OsrmError(f"{meta_path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise OsrmError(f"{meta_path}: corrupt JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise OsrmError(f"{meta_path}: expected a JSON object, found {type(metadata).__name__}")
+    return metadata
+
+
+# Config fields that say where an adapter came from, not what it computes.
+_PROVENANCE_FIELDS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
+
+
+def adapter_identity(weights_path: Path, config: dict, metadata: dict) -> str:
+    """What every result computed from an adapter depends on: its tensors, the config fields that
+    scale them or choose its layers and head, and the task, labels and settings it records.
+    Run histories, caches and recipes key on this, so editing lora_alpha is a new adapter."""
+    digest = hashlib.sha256(weights_path.read_bytes())
+    relevant = {k: v for k, v in config.items() if k not in _PROVENANCE_FIELDS}
+    digest.update(json.dumps([relevant, metadata], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -142,17 +197,15 @@ def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     if pickle.is_file():
         try:
             # weights_only refuses arbitrary objects: a plain tensor dict loads, code does not run.
-            tensors = torch.load(pickle, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch explains a refusal in many lines; ours is one
+                warnings.simplefilter("ignore")
+                tensors = torch.load(pickle, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means we refuse the pickle
             raise OsrmError(f"{pickle}: refused: not a plain tensor file ({str(exc).splitlines()[0][:120]})") from None
         if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
             raise OsrmError(f"{pickle}: refused: expected a dict of tensors")
         return tensors, pickle
     raise OsrmError(f"{folder}: no {WEIGHTS_FILE} (or {PICKLE_FILE}) next to {CONFIG_FILE}")
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def load_adapter(path: str | Path) -> Adapter:
@@ -191,6 +244,10 @@ def load_adapter(path: str | Path) -> Adapter:
     for module, pair in sorted(parts.items()):
         if set(pair) != {"lora_A", "lora_B"}:
             raise OsrmError(f"{weights_path}: layer {module} has {', '.join(sorted(pair))} but not both lora_A and lora_B")
+        for label, tensor in pair.items():
+            if not tensor.is_floating_point():
+                raise OsrmError(f"{weights_path}: layer {module} {label} is {str(tensor.dtype).removeprefix('torch.')}, "
+                                "not floating point (quantised adapters are not supported)")
         A, B = pair["lora_A"].float(), pair["lora_B"].float()
         if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
             raise OsrmError(f"{weights_path}: layer {module} has inconsistent shapes A {tuple(A.shape)}, B {tuple(B.shape)}")
@@ -198,11 +255,16 @@ def load_adapter(path: str | Path) -> Adapter:
             if not torch.isfinite(tensor).all():
                 raise OsrmError(f"{weights_path}: layer {module} {label} contains NaN or infinite values")
         r = A.shape[0]
+        declared = _pattern_value(config.get("rank_pattern") or {}, module, config.get("r", r))
+        if r == 0 or declared != r:
+            raise OsrmError(f"{weights_path}: layer {module} has rank {r} in its tensors but r={declared} in {CONFIG_FILE}")
         layer_alpha = float(_pattern_value(alpha_pattern, module, alpha))
         scaling = layer_alpha / math.sqrt(r) if rslora else layer_alpha / r
         layers[module] = LoraLayer(A=A, B=B, scaling=scaling)
     for key, tensor in head.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if not tensor.is_floating_point():
+            raise OsrmError(f"{weights_path}: head tensor {key} is {str(tensor.dtype).removeprefix('torch.')}, not floating point")
+        if not torch.isfinite(tensor).all():
             raise OsrmError(f"{weights_path}: head tensor {key} contains NaN or infinite values")
 
     head_name = None
@@ -214,13 +276,7 @@ def load_adapter(path: str | Path) -> Adapter:
         head_name = roots[0]
         head_state = {k.split(".", 1)[1]: v for k, v in head.items()}
 
-    metadata = {}
-    meta_path = folder / METADATA_FILE
-    if meta_path.is_file():
-        try:
-            metadata = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise OsrmError(f"{meta_path}: corrupt JSON ({exc})") from None
+    metadata = _read_metadata(folder)
     return Adapter(
         path=folder,
         name=metadata.get("name") or source.display_name or folder.name,
@@ -229,7 +285,7 @@ def load_adapter(path: str | Path) -> Adapter:
         head=head_state,
         head_name=head_name,
         metadata=metadata,
-        content_hash=_file_hash(weights_path),
+        content_hash=adapter_identity(weights_path, config, metadata),
         size_bytes=weights_path.stat().st_size,
         hub_id=source.hub_id,
     )

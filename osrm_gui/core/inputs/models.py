@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import pickle
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,11 @@ def default_targets(model_type: str) -> list[str]:
     return list(DEFAULT_TARGETS.get(model_type, DECODER_TARGETS))
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
 @contextmanager
 def quiet_transformers():
     """Silence load reports and progress bars: every task brings its own head, and we show our own progress."""
@@ -56,7 +63,9 @@ def quiet_transformers():
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():  # torch's multi-line notes around a refused pickle, deprecations
+            warnings.simplefilter("ignore")
+            yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
@@ -223,8 +232,13 @@ def load_base(
                 ignore_mismatched_sizes=True,
             )
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise OsrmError(f"{folder}: cannot load the model: {str(exc).splitlines()[0]}") from None
+    except pickle.UnpicklingError:
+        # transformers loads pickled weights with weights_only=True: nothing ran, but say so in one line
+        pickled = next((p.name for p in sorted(folder.glob("*.bin"))), "the pickled weights")
+        raise OsrmError(f"{folder / pickled}: refused: the pickle holds objects other than tensors (nothing in it was run); "
+                        "use a safetensors checkpoint") from None
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        raise OsrmError(f"{folder}: cannot load the model: {_first_line(exc)}") from None
     if tokenizer.pad_token is None:
         # Decoder-only models ship without a pad token; classification pools the last real token.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,7 @@ class Task:
     source: str = ""
     description: str = ""
     extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # rows the loader left out, and why
 
     @property
     def is_regression(self) -> bool:
@@ -65,6 +67,14 @@ class Task:
                 digest.update("\x1f".join(split.pairs).encode())
             digest.update(np.ascontiguousarray(split.labels).tobytes())
         return digest.hexdigest()[:16]
+
+    def renumber(self, label_names: list[str]) -> None:
+        """Class ids in the order of ``label_names``, a permutation of this task's."""
+        position = {name: i for i, name in enumerate(label_names)}
+        new_ids = np.array([position[name] for name in self.label_names], dtype=np.int64)
+        for split in self.splits.values():
+            split.labels = new_ids[split.labels]
+        self.label_names = list(label_names)
 
     def summary(self) -> dict:
         return {
@@ -98,7 +108,7 @@ def _read_table(path: Path):
     except pd.errors.EmptyDataError:
         raise OsrmError(f"{path}: the file is empty") from None
     except (ValueError, OSError) as exc:
-        raise OsrmError(f"{path}: cannot read as {suffix[1:]} ({str(exc).splitlines()[0]})") from None
+        raise OsrmError(f"{path}: cannot read as {suffix[1:]} ({_first_line(exc)})") from None
     raise OsrmError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .parquet or a datasets folder")
 
 
@@ -109,7 +119,7 @@ def _read_datasets_folder(path: Path):
     try:
         loaded = load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as exc:
-        raise OsrmError(f"{path}: not a datasets folder saved with save_to_disk ({str(exc).splitlines()[0]})") from None
+        raise OsrmError(f"{path}: not a datasets folder saved with save_to_disk ({_first_line(exc)})") from None
     if isinstance(loaded, Dataset):
         return loaded.to_pandas()
     assert isinstance(loaded, DatasetDict)
@@ -142,35 +152,14 @@ def load_task_file(
     if not path.exists():
         raise OsrmError(f"{path}: task data not found")
     frame = _read_datasets_folder(path) if path.is_dir() else _read_table(path)
-    if len(frame) == 0:
-        raise OsrmError(f"{path}: no rows")
-    columns = list(map(str, frame.columns))
-    for role, column in (("text", text_column), ("label", label_column), ("text pair", text_pair_column)):
-        if column is not None and column not in columns:
-            raise OsrmError(f"{path}: no {role} column {column!r} (columns: {', '.join(columns)}); set it with the column options")
-    frame = frame.dropna(subset=[text_column])
-    if frame[label_column].isna().all():
-        raise OsrmError(f"{path}: the label column {label_column!r} is empty")
-    frame = frame.dropna(subset=[label_column])
-    raw_labels = frame[label_column].to_numpy()
-    if regression is None:
-        regression = raw_labels.dtype.kind == "f" and len(np.unique(raw_labels)) > 10
-    if regression:
-        labels = raw_labels.astype(np.float32)
-        label_names = None
-    else:
-        label_names = sorted({str(v) for v in raw_labels}, key=_natural_key)
-        if len(label_names) < 2:
-            raise OsrmError(f"{path}: only one label value ({label_names[0]!r}); a classification task needs at least two")
-        index = {v: i for i, v in enumerate(label_names)}
-        labels = np.array([index[str(v)] for v in raw_labels], dtype=np.int64)
-    metric = metric or default_metric(regression)
-    if metric not in METRICS:
-        raise OsrmError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    frame, warnings = _usable_rows(frame, path, {"text": text_column, "pair": text_pair_column, "label": label_column})
+    labels, label_names = _labels(frame[label_column], path, label_column, regression)
+    regression = label_names is None
+    metric = _checked_metric(metric or default_metric(regression), path, regression)
     texts = frame[text_column].astype(str).tolist()
     pairs = frame[text_pair_column].astype(str).tolist() if text_pair_column else None
 
-    if split_column in columns:
+    if split_column in frame.columns:
         split_values = frame[split_column].astype(str).str.lower().replace({"valid": "validation", "dev": "validation", "val": "validation"})
         indices = {s: np.flatnonzero(split_values.to_numpy() == s) for s in SPLITS}
         if len(indices["test"]) == 0:
@@ -184,7 +173,144 @@ def load_task_file(
     }
     if "train" not in splits:
         raise OsrmError(f"{path}: no training rows after splitting")
-    return Task(name=name or path.stem, splits=splits, label_names=label_names, metric=metric, source=str(path))
+    return Task(name=name or path.stem, splits=splits, label_names=label_names, metric=metric, source=str(path), warnings=warnings)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# What each column option is called in a task spec and in messages.
+ROLE_OPTIONS = {"text": ("text", "text"), "pair": ("pair", "second text"), "label": ("label", "label")}
+
+
+def _usable_rows(frame, path: Path, columns: dict[str, str | None]):
+    """The rows that can be examples, and warnings for those left out. Each named column
+    must exist and hold what its role needs: reading converts anything to text, so a
+    list or number put where a text belongs would otherwise be scored as its repr."""
+    if len(frame) == 0:
+        raise OsrmError(f"{path}: no rows")
+    frame.columns = present = list(map(str, frame.columns))  # JSON arrays give integer column names
+    columns = {role: column for role, column in columns.items() if column is not None}
+    for role, column in columns.items():
+        if column not in present:
+            raise OsrmError(f"{path}: no {ROLE_OPTIONS[role][1]} column {column!r} (columns: {', '.join(present)}); set it with the column options")
+    for role, column in columns.items():
+        _check_kind(frame[column], path, column, role)
+    warnings: list[str] = []
+    for role, column in columns.items():
+        frame = _drop_missing(frame, path, column, role, warnings)
+    return frame, warnings
+
+
+def _missing(values):
+    return values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+
+
+def _kind(value) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (bool, np.bool_)):
+        return "booleans"
+    if isinstance(value, numbers.Number):
+        return "numbers"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "lists"
+    if isinstance(value, dict):
+        return "dicts"
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes"
+    return f"{type(value).__name__} values"
+
+
+def _kinds(values):
+    """The kinds of the values present, from the column's type when that settles it."""
+    import pandas as pd
+
+    if values.isna().all():
+        return iter(())  # an empty column is reported as empty, not as numbers
+    if isinstance(values.dtype, pd.StringDtype):
+        return iter(["text"])
+    if values.dtype.kind in "iufc":
+        return iter(["numbers"])
+    if values.dtype.kind == "b":
+        return iter(["booleans"])
+    return (_kind(v) for v in values[~_missing(values)])
+
+
+def _check_kind(values, path: Path, column: str, role: str) -> None:
+    allowed = ("text", "numbers", "booleans") if role == "label" else ("text",)
+    kinds = _kinds(values)
+    wrong = next((k for k in kinds if k not in allowed), None)
+    if wrong is None:
+        return
+    option, what = ROLE_OPTIONS[role]
+    expected = "class names or numbers" if role == "label" else "text"
+    raise OsrmError(f"{path}: column {column!r} holds {wrong}, not {expected}; name the {what} column with @{option}=COLUMN")
+
+
+def _drop_missing(frame, path: Path, column: str, role: str, warnings: list[str]):
+    missing = _missing(frame[column])
+    what = ROLE_OPTIONS[role][1]
+    if missing.all():
+        raise OsrmError(f"{path}: the {what} column {column!r} is empty (no row has a {what})")
+    if missing.any():
+        warnings.append(f"{path}: {int(missing.sum())} of {len(frame)} rows have no {what} in column {column!r}; they are left out")
+    return frame[~missing]
+
+
+def _labels(values, path: Path, column: str, regression: bool | None) -> tuple[np.ndarray, list[str] | None]:
+    """Float targets (regression; label names None) or class ids into the sorted label names."""
+    if regression is None:
+        # Many distinct fractional values: scores to fit, not classes to tell apart.
+        regression = values.dtype.kind == "f" and not _integral(values.to_numpy()).all() and values.nunique() > 10
+    if regression:
+        return _regression_targets(values, path, column), None
+    return _class_ids(values, path, column)
+
+
+def _integral(numbers_: np.ndarray) -> np.ndarray:
+    return np.isfinite(numbers_) & (numbers_ == np.round(numbers_))
+
+
+def _regression_targets(values, path: Path, column: str) -> np.ndarray:
+    import pandas as pd
+
+    targets = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+    bad = ~np.isfinite(targets)
+    if bad.any():
+        example = values.to_numpy()[np.flatnonzero(bad)[0]]
+        raise OsrmError(f"{path}: column {column!r} holds {example!r}, not a finite number; a regression task (@regression) needs numeric labels")
+    return targets.astype(np.float32)
+
+
+def _class_name(value, path: Path, column: str) -> str:
+    """A label value as a class name; integers written as floats (1.0, as pandas reads an
+    integer column with gaps) name the same class as 1."""
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise OsrmError(f"{path}: column {column!r} holds labels such as {float(value):g}, which are not class ids; add @regression if the task is a regression")
+        return str(int(value))
+    return str(value)
+
+
+def _class_ids(values, path: Path, column: str) -> tuple[np.ndarray, list[str]]:
+    names = {v: _class_name(v, path, column) for v in values.unique()}
+    label_names = sorted(set(names.values()), key=_natural_key)
+    if len(label_names) < 2:
+        raise OsrmError(f"{path}: only one label value ({label_names[0]!r}) in column {column!r}; a classification task needs at least two")
+    index = {name: i for i, name in enumerate(label_names)}
+    return np.array([index[names[v]] for v in values], dtype=np.int64), label_names
+
+
+def _checked_metric(metric: str, path: Path, regression: bool) -> str:
+    if metric not in METRICS:
+        raise OsrmError(f"{path}: unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if METRICS[metric][1] != regression:
+        kind = "regression" if regression else "classification"
+        fitting = [name for name, (_, for_regression) in METRICS.items() if for_regression == regression]
+        raise OsrmError(f"{path}: metric {metric!r} does not score a {kind} task; use one of {', '.join(fitting)}")
+    return metric
 
 
 def _natural_key(value: str):
@@ -222,7 +348,35 @@ def resolve_task(spec: str) -> Task:
             continue
         if not eq or key not in TASK_SPEC_KEYS:
             raise OsrmError(f"task option {item!r} in {spec!r} is not key=value with key one of {', '.join([*TASK_SPEC_KEYS, 'regression'])}")
+        if key == "seed" and not value.lstrip("-").isdigit():
+            raise OsrmError(f"task option {item!r} in {spec!r}: the seed must be an integer")
         kwargs[TASK_SPEC_KEYS[key]] = int(value) if key == "seed" else value
     task = load_task_file(path, **kwargs)
     task.extra["spec"] = spec
     return task
+
+
+def align_to_head(task: Task, head_labels, head: str) -> None:
+    """Check ``task``'s label names against those a trained head records (``head_labels``,
+    None when unknown) and number the task's classes as the head does: output i of the
+    head means ``head_labels[i]``, whatever order the task's own names sort in."""
+    if head_labels is None or task.is_regression:
+        return
+    if not isinstance(head_labels, list):
+        raise OsrmError(f"{head}: its recorded label names {head_labels!r} are not a list")
+    recorded = [_canonical_name(str(n)) for n in head_labels]
+    ours = {_canonical_name(n): n for n in task.label_names}
+    if sorted(recorded) != sorted(ours) or len(ours) != len(task.label_names):
+        where = f" ({task.source})" if task.source else ""
+        raise OsrmError(f"{head}: its head was trained on labels {', '.join(map(str, head_labels))}; task {task.name!r}{where} has {', '.join(task.label_names)}")
+    task.renumber([ours[name] for name in recorded])
+
+
+def _canonical_name(name: str) -> str:
+    """``1.0`` and ``1`` name one class: heads trained on files read before integral float
+    labels were named as integers recorded ``1.0``."""
+    try:
+        number = float(name)
+    except ValueError:
+        return name
+    return str(int(number)) if number.is_integer() else name

@@ -3,6 +3,7 @@ computation through the merge engine, and installing the result in the model."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Generator
 
@@ -17,6 +18,22 @@ from osrm_gui.core.merge.engine import merge_layers
 from osrm_gui.core.inputs.models import BaseModel
 from osrm_gui.core.progress import Progress
 from osrm_gui.core.inputs.tasks import Task
+
+
+# Far beyond any useful coefficient, and far from float32 overflow (≈3.4e38) once multiplied
+# by an adapter's update: a larger value is a typo or an attack, not a merge.
+COEFFICIENT_LIMIT = 1e6
+
+
+def finite_number(value, what: str, limit: float = COEFFICIENT_LIMIT) -> float:
+    """``value`` as a float, or a one-line error: NaN, ±inf and magnitudes above ``limit`` are refused."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise OsrmError(f"{what} {value!r}: not a number") from None
+    if not math.isfinite(number) or abs(number) > limit:
+        raise OsrmError(f"{what} {value!r}: expected a finite number of magnitude at most {limit:g}")
+    return number
 
 
 @dataclass
@@ -39,7 +56,8 @@ class MergeSpec:
             params = method.resolve_params(self.params)
         except ValueError as exc:
             raise OsrmError(str(exc)) from None
-        return MergeSpec(method.name, [float(c) for c in coefficients], float(self.lam), params, int(self.seed))
+        coefficients = [finite_number(c, f"coefficient {i + 1}") for i, c in enumerate(coefficients)]
+        return MergeSpec(method.name, coefficients, finite_number(self.lam, "λ"), params, int(self.seed))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +95,9 @@ def merge_adapters(
         for done, (name, result) in enumerate(
             merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device, grams), 1
         ):
+            factors = [result.delta] if result.delta is not None else [result.A, result.B]
+            if not all(bool(torch.isfinite(t).all()) for t in factors):
+                raise OsrmError(f"merging layer {name} with {spec.method} gave non-finite values (overflow); lower the coefficients or λ")
             layers[name] = result
             yield Progress("merge", done, len(names), name)
     except ValueError as exc:
@@ -85,7 +106,10 @@ def merge_adapters(
 
 
 def pair_tasks(adapters: list[Adapter], tasks: list[Task]) -> dict[str, Adapter]:
-    """Which adapter's head serves which task: by the task the adapter records, else by order."""
+    """Which adapter's head serves which task: by the task the adapter records, else by order.
+    A task's class ids are renumbered to the order of the label names its adapter records."""
+    from osrm_gui.core.inputs.tasks import align_to_head
+
     by_name = {a.task: a for a in adapters if a.task}
     pairs: dict[str, Adapter] = {}
     for i, task in enumerate(tasks):
@@ -94,6 +118,8 @@ def pair_tasks(adapters: list[Adapter], tasks: list[Task]) -> dict[str, Adapter]
             raise OsrmError(f"no adapter for task {task.name!r} (adapters are for: {', '.join(a.task or a.name for a in adapters)})")
         if not adapter.head:
             raise OsrmError(f"{adapter.path}: has no task head (modules_to_save), so task {task.name!r} cannot be scored")
+        # Before the count: names say more than "4 outputs, 3 labels", and equal counts prove nothing.
+        align_to_head(task, adapter.metadata.get("label_names"), str(adapter.path))
         if adapter.num_labels != task.num_labels:
             raise OsrmError(f"{adapter.path}: its head has {adapter.num_labels} outputs, task {task.name!r} has {task.num_labels} labels")
         pairs[task.name] = adapter

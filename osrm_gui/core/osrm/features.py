@@ -194,7 +194,7 @@ def save_features(features: TaskFeatures, path: Path) -> None:
     counts = {name: s.count for name, s in features.layers.items()}
     metadata = {"format": STATS_FORMAT, "task": features.task, "key": features.key, "samples": str(features.samples),
                 "counts": json.dumps(counts), "aliases": json.dumps(aliases), "meta": json.dumps(features.meta)}
-    with atomic_file(path, force=True) as tmp:
+    with atomic_file(path, force=True, make_parents=True) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 

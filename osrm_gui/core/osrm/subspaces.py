@@ -112,7 +112,7 @@ def write_projection(projection: Projection, base, out, variant: str, other_task
     metadata = {**adapter.metadata, "name": f"{adapter.name}-osrm-{variant}", "init": f"post-hoc osrm-{variant}",
                 "projected_from": {"path": str(adapter.path), "hash": adapter.content_hash},
                 "osrm": {"variant": variant, "other_tasks": other_tasks}, "kept_fraction": projection.kept}
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, inputs=[adapter.path, base.path]) as tmp:
         write_lora_folder(tmp, factors, base, adapter.head, metadata)
         (tmp / "osrm_adapter.json").write_text(json.dumps(metadata, indent=2))
     return out

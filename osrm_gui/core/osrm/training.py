@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from osrm_gui.core.inputs.adapters import CONFIG_FILE, METADATA_FILE
-from osrm_gui.core.atomic import atomic_dir
+from osrm_gui.core.atomic import atomic_dir, refuse_existing
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.evaluation import EncodedSplit, encode_split, iter_batches
 from osrm_gui.core.inputs.models import load_base
@@ -44,6 +44,22 @@ class TrainSettings:
     use_rslora: bool = False
     osrm_tasks: list[str] | None = None  # task specs of the *other* tasks, for the OSRM inits
     osrm_samples: int = 100
+
+    def check(self) -> None:
+        """One-line errors for settings no training can use (the CLI, the app and scripts all pass here)."""
+        whole = {"rank": (self.rank, 1), "batch_size": (self.batch_size, 1), "max_length": (self.max_length, 1),
+                 "osrm_samples": (self.osrm_samples, 1), "steps": (0 if self.steps is None else self.steps, 0)}
+        for name, (value, low) in whole.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OsrmError(f"--{name.replace('_', '-')} {value!r}: expected a whole number of at least {low}")
+        ranges = {"alpha": (self.alpha, 0, None), "lr": (self.lr, 0, None), "a_lr_multiplier": (self.a_lr_multiplier, -1e-300, None),
+                  "dropout": (self.dropout, -1e-300, 1), "warmup": (self.warmup, -1e-300, 1), "weight_decay": (self.weight_decay, -1e-300, None),
+                  "epochs": (1 if self.epochs is None else self.epochs, 0, None)}
+        for name, (value, above, at_most) in ranges.items():
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and value > above and (at_most is None or value <= at_most)
+            if not ok:
+                bound = ("greater than 0" if above == 0 else "at least 0") + (f" and at most {at_most:g}" if at_most is not None else "")
+                raise OsrmError(f"--{name.replace('_', '-')} {value!r}: expected a finite number {bound}")
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None and (self.steps or not self.epochs):
@@ -138,6 +154,11 @@ def _lora_params(model, part: str):
     return [p for n, p in model.named_parameters() if f".{part}." in n]
 
 
+def _task_files(specs) -> list[Path]:
+    """The data files behind task specs (``PATH@options``); registered sources (``demo:``) have none."""
+    return [Path(spec.partition("@")[0]) for spec in specs if spec and Path(spec.partition("@")[0]).exists()]
+
+
 def train_adapter(
     base_path: str | Path | None,
     task: Task,
@@ -150,11 +171,12 @@ def train_adapter(
     from transformers import get_linear_schedule_with_warmup
 
     settings = settings or TrainSettings()
+    settings.check()
     if settings.init not in INITIALISERS:
         raise OsrmError(f"unknown init {settings.init!r}; choose one of {', '.join(INITIALISERS)}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise OsrmError(f"{out_dir}: already exists; pass --force to replace it")
+    inputs = [base_path, *_task_files([task.extra.get("spec"), *(settings.osrm_tasks or [])])]
+    refuse_existing(out_dir, force, inputs)
     train = task.split("train")
     if len(train) == 0:
         raise OsrmError(f"task {task.name!r} has no training examples")
@@ -220,7 +242,7 @@ def train_adapter(
     if total and not math.isfinite(smoothed):
         raise OsrmError(f"training {task.name!r} diverged (loss {smoothed}); lower the learning rate")
 
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, inputs=inputs) as tmp:
         model.save_pretrained(tmp)
         config_path = tmp / CONFIG_FILE
         saved = json.loads(config_path.read_text())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
     QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from osrm_gui.core.merge import get_method
+from osrm_gui.gui.dialogs.error_dialog import confirm_replace
 from osrm_gui.gui.state import SessionModel
 
 KINDS = {
@@ -100,11 +103,17 @@ class ExportDialog(QDialog):
         if not out:
             self.status.setText("Choose where to write the export.")
             return
+        force = self.force.isChecked()
+        if Path(out).exists() and not force:
+            if not confirm_replace(self, [Path(out)]):
+                self.status.setText(f"Not exported: {out} is kept.")
+                return
+            force = True
         rank = None if self.kind != "adapter" or self.exact.isChecked() else self.rank.value()
         self.export_button.setEnabled(False)
         self.status.setText("Exporting…")
         self.model.jobs.finished.connect(self._job_finished)
-        self.model.export(self.kind, out, rank, self.force.isChecked(), self._done)
+        self.model.export(self.kind, out, rank, force, self._done)
 
     def _done(self, written: dict) -> None:
         text = f"Written to {written['path']}"

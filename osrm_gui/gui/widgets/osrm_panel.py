@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 from osrm_gui.core.session import TrainedAdapter
 from osrm_gui.core.osrm.training import INITIALISERS, TrainProgress, TrainSettings
 from osrm_gui.gui.plots.sweep_plot import PALETTE
+from osrm_gui.gui.dialogs.error_dialog import confirm_replace
 from osrm_gui.gui.state import SessionModel
 
 
@@ -167,11 +168,16 @@ class OsrmPanel(QWidget):
         if settings.init.startswith("osrm") and len(names) < 2:
             self.status.setText("OSRM initialisation needs at least two ticked tasks (each adapter avoids the others' features).")
             return
+        existing = [p for p in self.model.session.train_outputs(names, settings, self.out.text()) if p.exists()]
+        if existing and not confirm_replace(self, existing):
+            self.status.setText("Not trained: those adapter folders are kept.")
+            return
         for curve in self.curves.values():
             self.loss_plot.removeItem(curve)
         self.curves, self.losses = {}, {}
         self.status.setText(f"Training {len(names)} adapter(s) with init {settings.init}…")
-        self.model.jobs.start(f"Training ({settings.init})", lambda: self.model.session.train_job(names, settings, self.out.text()),
+        force = bool(existing)
+        self.model.jobs.start(f"Training ({settings.init})", lambda: self.model.session.train_job(names, settings, self.out.text(), force),
                               self._trained_all, on_event=self._train_event)
 
     def _train_event(self, event) -> None:
