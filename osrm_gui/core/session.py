@@ -382,7 +382,7 @@ def _check_workspace(path: Path, data: dict) -> None:
     """The fields opening reads, with their types, so a hand-edited file fails in one line."""
     def wrong(key: str, value, expected: str) -> OsrmError:
         found = "missing" if value is None else f"a {type(value).__name__}"
-        return OsrmError(f"{path}: workspace key {key} is {found}, expected {expected}")
+        return OsrmError(f"{path}: workspace field {key} is {found}, expected {expected}")
 
     if data.get("base") is not None and not isinstance(data["base"], str):
         raise wrong("base", data["base"], "a path or null")
