@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
 )
 
 from osrm_gui import __version__
+from osrm_gui.core.explore.history import HistoryDamaged
 from osrm_gui.core.inputs import hub
 from osrm_gui.gui.dialogs.error_dialog import show_error
 from osrm_gui.gui.dialogs.export_dialog import ExportDialog
@@ -24,9 +25,29 @@ from osrm_gui.gui.widgets.subspace_panel import SubspacePanel
 from osrm_gui.gui.widgets.sweep_panel import SweepPanel
 
 MAX_RECENT = 8
+RECENT = "recent"
 TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"
 SPLITTERS = ("window/splitter", "window/left_splitter")
 HUB_DOWNLOADS = "hub/downloads"
+
+
+def recent_workspaces(settings: QSettings) -> list[str]:
+    """The remembered workspace files, newest first."""
+    value = settings.value(RECENT)
+    # An INI file keeps a one-item list as a plain string, and reads it back as one: iterated,
+    # it would give an entry per character. (An empty list reads back as None.)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return [str(p) for p in value if p]
+
+
+def remember_workspace(settings: QSettings, path: str) -> list[str]:
+    """Put ``path`` first among the recent workspaces; the new list."""
+    recent = [path, *(p for p in recent_workspaces(settings) if p != path)][:MAX_RECENT]
+    settings.setValue(RECENT, recent)
+    return recent
 
 
 def dropped_adapter_paths(mime) -> list[str]:
@@ -78,6 +99,7 @@ class MainWindow(QMainWindow):
         model.adapterRefused.connect(lambda path, reason: self.statusBar().showMessage(f"Refused: {reason}", 8000))
         model.baseChanged.connect(self._base_changed)
         model.workspacePathChanged.connect(self._remember)
+        model.confirm_history_reset = self.confirm_history_reset
         self.resize(1280, 800)
         geometry = settings.value("window/geometry")
         if geometry is not None:
@@ -267,16 +289,25 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _remember(self, path: str) -> None:
-        recent = [p for p in (self.settings.value("recent", []) or []) if p != path]
-        self.settings.setValue("recent", [path, *recent][:MAX_RECENT])
+        remember_workspace(self.settings, path)
         self._fill_recent()
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        recent = self.settings.value("recent", []) or []
+        recent = recent_workspaces(self.settings)
         for path in recent:
             self._action(self.recent_menu, path, lambda checked=False, p=path: self.model.open_workspace(p))
         self.recent_menu.setEnabled(bool(recent))
+
+    def confirm_history_reset(self, error: HistoryDamaged) -> bool:
+        """Whether a damaged or foreign run history may be moved aside for a fresh one."""
+        answer = QMessageBox.question(
+            self, "Run history unusable",
+            f"{error.path} cannot be used as the run history: {error.problem}.\n\n"
+            f"Move it aside (renamed to {error.path.name}.damaged-DATE-TIME) and start a fresh history?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes,
+        )
+        return answer == QMessageBox.Yes
 
     # -- drag and drop -------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

@@ -4,7 +4,9 @@ starts runs in the job slot, off the GUI thread."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -15,7 +17,7 @@ from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.merge import METHODS
 from osrm_gui.core.progress import Progress
 from osrm_gui.core.session import AdapterSlot, EvalResult, MergeSession, open_session
-from osrm_gui.core.explore.history import HistoryPoint
+from osrm_gui.core.explore.history import History, HistoryDamaged, HistoryPoint, default_history_path, history_path_for, set_aside
 from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult
 from osrm_gui.gui.workers import JobSlot, one_line
 
@@ -43,6 +45,9 @@ class SessionModel(QObject):
         self.workspace_path: Path | None = None
         self.auto_preview = True
         self._loaders: list = []
+        # asked (on the GUI thread) whether a damaged or foreign run history may be set aside; None: never
+        self.confirm_history_reset: Callable[[HistoryDamaged], bool] | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
         self._debounce = QTimer(self, singleShot=True, interval=PREVIEW_DEBOUNCE_MS)
         self._debounce.timeout.connect(self.preview)
 
@@ -85,6 +90,9 @@ class SessionModel(QObject):
         self.jobs.start("Loading model and adapters", job, self._install_session)
 
     def open_workspace(self, path: str) -> None:
+        if history_path_for(path).exists():
+            self._usable_history(history_path_for(path))  # a damaged one may be set aside before the job opens it
+
         def done(session):
             self._install_session((session, []))
             self.workspace_path = Path(path)
@@ -94,6 +102,9 @@ class SessionModel(QObject):
         self.jobs.start("Opening workspace", lambda: open_session(path, self.session.device), done)
 
     def save_workspace(self, path: str) -> None:
+        target = history_path_for(path)
+        if target.exists() and self._usable_history(target) is None:
+            return  # the status bar says why; nothing is written
         self.session.save(path)
         self.workspace_path = Path(path)
         self.workspacePathChanged.emit(path)
@@ -103,6 +114,7 @@ class SessionModel(QObject):
     def _install_session(self, loaded) -> None:
         session, refused = loaded
         self.session = session
+        self._ensure_history()
         self.undo.clear()
         self.baseChanged.emit()
         self.adaptersChanged.emit()
@@ -197,11 +209,13 @@ class SessionModel(QObject):
     def preview(self) -> None:
         if self.session.base is None or not self.session.active():
             return
+        self._ensure_history()
         # a preview replaces an older preview, but waits for a sweep, an export or a full evaluation
         preempt = self.jobs.current_label in (None, "Preview")
         self.jobs.start("Preview", lambda: self.session.evaluate_job(full=False), self._result_ready, preempt=preempt)
 
     def full_evaluation(self) -> None:
+        self._ensure_history()
         self.jobs.start("Full evaluation", lambda: self.session.evaluate_job(full=True), self._result_ready)
 
     def _result_ready(self, result: EvalResult) -> None:
@@ -213,6 +227,7 @@ class SessionModel(QObject):
         """Score a 1-D line or 2-D grid of merges (for each of ``methods``); points already in
         the run history are taken from it, so re-running a cancelled sweep resumes it."""
         methods = methods or [self.session.method]
+        self._ensure_history()
 
         def start():
             generator = self.session.sweep_job(axes, methods=methods)
@@ -232,7 +247,52 @@ class SessionModel(QObject):
                 self.historyChanged.emit()
 
     def history_points(self) -> list[HistoryPoint]:
-        return self.session.history_points() if self.session.base is not None else []
+        if self.session.base is None:
+            return []
+        self._ensure_history()
+        try:
+            return self.session.history_points()
+        except OsrmError as exc:  # damaged since it was opened, or locked
+            self.message.emit(str(exc))
+            return []
+
+    # -- the run history -----------------------------------------------------------
+    def _ensure_history(self) -> None:
+        """Open the session's history here, not in a job: a damaged one is then set aside with the
+        user's consent, or replaced by a temporary one, instead of failing every preview."""
+        if self.session.history is None:
+            history = self._usable_history(default_history_path(), then="; this session's points go to a temporary history")
+            # not `or`: a History is as falsy as it is empty
+            self.session.history = history if history is not None else self._scratch_history()
+
+    def _usable_history(self, path: Path, then: str = "") -> History | None:
+        """The run history at ``path``, a fresh one there when the user lets a damaged or foreign
+        file be set aside; None when it cannot be used (the status bar says why, and ``then``)."""
+        try:
+            return History(path)
+        except HistoryDamaged as exc:
+            if self.confirm_history_reset is not None and self.confirm_history_reset(exc):
+                return self._fresh_history(exc.path)
+            self.message.emit(f"{exc}{then}")
+        except OsrmError as exc:
+            self.message.emit(f"{exc}{then}")
+        return None
+
+    def _fresh_history(self, path: Path) -> History | None:
+        try:
+            moved = set_aside(path)
+            history = History(path)
+        except (OSError, OsrmError) as exc:
+            self.message.emit(f"{path}: cannot start a fresh run history ({one_line(exc)})")
+            return None
+        self.message.emit(f"Moved the damaged run history to {moved.name}; a fresh one starts")
+        return history
+
+    def _scratch_history(self) -> History:
+        """Where this session's points go when its run history cannot be used: gone at exit."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="osrm-gui-history-")
+        return History(Path(self._scratch.name) / "history.sqlite")
 
     def apply_point(self, point: HistoryPoint) -> None:
         """Load a recorded point's method, parameters, λ and coefficients into the merge (undoable)."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,20 @@ CREATE TABLE IF NOT EXISTS points (
 );
 CREATE INDEX IF NOT EXISTS points_key ON points (key);
 """
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SIDECARS = ("-journal", "-wal", "-shm")
+_FRESH_START = "move it aside or delete it to start a fresh history"
+
+
+class HistoryDamaged(OsrmError):
+    """The file is damaged, or is not a run history at all: only setting it aside helps."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}; {_FRESH_START}")
+        self.path, self.problem = Path(path), problem
+
+    def __reduce__(self):  # copied or pickled, it is rebuilt from both parts, not from the message
+        return type(self), (self.path, self.problem)
 
 
 def default_history_path() -> Path:
@@ -99,7 +115,8 @@ class HistoryPoint:
 
 
 def point_key(context: dict, method: str, params: dict, lam: float, coefficients: list[float], seed: int, split: str, limit: int | None) -> str:
-    """``context``: what identifies the models and data (base fingerprint, adapter and task hashes)."""
+    """``context``: what identifies the models, the data and how they are evaluated (see
+    ``sweep.workspace_context``); the rest is the merge, resolved: every parameter, defaults included."""
     identity = {
         "context": context, "method": method, "params": params, "lam": round(float(lam), 9),
         "coefficients": [round(float(c), 9) for c in coefficients], "seed": int(seed), "split": split, "limit": limit,
@@ -110,28 +127,33 @@ def point_key(context: dict, method: str, params: dict, lam: float, coefficients
 class History:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # Judged read-only first: a file that is not ours is refused exactly as it was found.
+        if check_history(self.path) < SCHEMA_VERSION:
+            self._initialise()
+
+    def _initialise(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.executescript(_SCHEMA)
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise OsrmError(f"{self.path}: run history written by a newer osrm-gui (schema {version})")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise OsrmError(f"{self.path}: not a run-history database ({exc})") from None
         except OSError as exc:
-            raise OsrmError(f"{self.path}: cannot open the run history ({exc.strerror})") from None
+            raise OsrmError(f"{self.path}: cannot create the run history ({exc.strerror})") from None
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _connect(self):
         """A connection committed on success, rolled back on error, and always closed
-        (sqlite3's own context manager leaves it open)."""
-        conn = sqlite3.connect(self.path, timeout=10)
+        (sqlite3's own context manager leaves it open); SQLite's errors as one line."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=10)
+        except sqlite3.Error as exc:
+            raise OsrmError(f"{self.path}: cannot open the run history ({exc})") from None
         conn.row_factory = sqlite3.Row
         try:
             with conn:
                 yield conn
+        except sqlite3.DatabaseError as exc:
+            raise _one_line(self.path, exc) from None
         finally:
             conn.close()
 
@@ -185,6 +207,125 @@ class History:
         if other.path.resolve() == self.path.resolve():
             return
         other.record_all(self.points())
+
+
+def check_history(path: str | Path) -> int:
+    """The schema version of the run history at ``path`` (0: nothing there yet), found without
+    writing to the file. HistoryDamaged when it is damaged or not a run history; OsrmError when
+    a newer osrm-gui wrote it or it cannot be read."""
+    path = Path(path)
+    try:
+        if not _has_sqlite_header(path):
+            return 0
+        try:
+            return _inspect(path, path)
+        except sqlite3.OperationalError:
+            if not _sidecar(path, "-journal").is_file():
+                raise
+        return _inspect_rolled_back(path)
+    except sqlite3.DatabaseError as exc:
+        raise _one_line(path, exc) from None
+    except OSError as exc:
+        raise OsrmError(f"{path}: cannot open the run history ({exc.strerror})") from None
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    """False for a missing or empty file (a new history); HistoryDamaged for anything but a
+    rollback-journal SQLite database, which every history is (opening a write-ahead-log one,
+    even read-only, would leave files next to it)."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except FileNotFoundError:
+        return False
+    if not header:
+        return False
+    if not header.startswith(_SQLITE_MAGIC) or len(header) < 100:
+        raise HistoryDamaged(path, "not a run-history database (not an SQLite file)")
+    if header[18] == 2:
+        raise HistoryDamaged(path, "not a run-history database (a write-ahead-log SQLite file)")
+    return True
+
+
+def _inspect(file: Path, shown: Path) -> int:
+    """Judge ``file`` read-only, naming ``shown`` in errors: its schema first, then every page."""
+    uri = file.resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(points)")}
+        if not tables and version == 0:
+            return 0  # an empty database: nothing in it to lose
+        _check_schema(shown, version, tables, columns)
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(problems[0])
+    return version
+
+
+def _check_schema(path: Path, version: int, tables: set[str], columns: set[str]) -> None:
+    ours = _history_columns()
+    if version > SCHEMA_VERSION and ours <= columns:
+        raise OsrmError(f"{path}: run history written by a newer osrm-gui (schema {version}, this one reads {SCHEMA_VERSION});"
+                        " open it with that version, or use another history file")
+    others = sorted(t for t in tables if t != "points" and not t.startswith("sqlite_"))  # sqlite_*: SQLite's own
+    if others or "points" not in tables:
+        raise HistoryDamaged(path, f"not a run-history database (its tables: {', '.join(sorted(tables))})")
+    if columns != ours:
+        raise HistoryDamaged(path, "not a run-history database (its points table has other columns)")
+    if version not in (0, SCHEMA_VERSION):
+        raise HistoryDamaged(path, f"not a run-history database (schema version {version})")
+
+
+def _history_columns() -> set[str]:
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.executescript(_SCHEMA)
+        return {row[1] for row in conn.execute("PRAGMA table_info(points)")}
+
+
+def _inspect_rolled_back(path: Path) -> int:
+    """An interrupted write left a journal that only a writer may roll back: judge a rolled-back
+    copy, so a crash does not make a good history look damaged, and the file stays untouched."""
+    with tempfile.TemporaryDirectory(prefix="osrm-history-") as folder:
+        copy = Path(folder) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(_sidecar(path, "-journal"), _sidecar(copy, "-journal"))
+        with closing(sqlite3.connect(copy)) as conn:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the first read rolls back
+        return _inspect(copy, path)
+
+
+def _one_line(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """SQLite's error as the user should read it."""
+    # OperationalError is a lock, a full disk, a permission: the file itself may be fine.
+    if isinstance(exc, sqlite3.OperationalError):
+        return OsrmError(f"{path}: cannot use the run history ({exc})")
+    # SQLite reports a malformed or foreign file as the base class; its subclasses (a broken
+    # constraint, a misused API) are bugs here, and keep their traceback.
+    if type(exc) is sqlite3.DatabaseError:
+        return HistoryDamaged(path, f"the run history is damaged ({exc})")
+    return exc
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename a damaged history (and SQLite's files beside it) to ``NAME.damaged-YYYYmmdd-HHMMSS``,
+    so a fresh one can start at ``path``; the new name of the file."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.damaged-{stamp}"), 1
+    while target.exists():  # two in one second: rename never replaces
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    # the journal goes too: left behind, SQLite would replay it into the fresh file
+    for suffix in _SIDECARS:
+        if _sidecar(path, suffix).exists():
+            _sidecar(path, suffix).rename(_sidecar(target, suffix))
+    path.rename(target)
+    return target
 
 
 def to_csv(points: list[HistoryPoint]) -> str:

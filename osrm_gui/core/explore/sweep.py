@@ -5,6 +5,7 @@ a cancelled sweep resumes where it stopped."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass, field, replace
 from typing import Generator
@@ -13,11 +14,14 @@ import numpy as np
 
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.explore.history import History, HistoryPoint, point_key
-from osrm_gui.core.merge.spec import MergeSpec
+from osrm_gui.core.merge.spec import MergeSpec, finite_number
 from osrm_gui.core.progress import Progress
 from osrm_gui.core.workspace import Workspace
 
 LAMBDA = "lambda"
+# Each point is a merge and an evaluation (about a second on a small model): more than this on
+# one axis is a typo, and would only allocate a huge grid before failing hours later.
+MAX_AXIS_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,9 @@ class SweepResult:
 
 
 def sweep_values(start: float, stop: float, count: int) -> list[float]:
-    if count < 2:
-        raise OsrmError("a sweep needs at least 2 points")
+    if not 2 <= count <= MAX_AXIS_POINTS:
+        raise OsrmError(f"a sweep needs 2 to {MAX_AXIS_POINTS} points, not {count}")
+    start, stop = finite_number(start, "start"), finite_number(stop, "end")
     return [round(float(v), 12) for v in np.linspace(start, stop, count)]
 
 
@@ -96,14 +101,19 @@ def parse_axis(text: str) -> Axis:
     try:
         if not sep or not target:
             raise ValueError
-        if ":" in spec:
-            start, stop, count = spec.split(":")
-            values = sweep_values(float(start), float(stop), int(count))
-        else:
-            values = [float(v) for v in spec.split(",")]
+        values = _axis_values(spec)
     except ValueError:
         raise OsrmError(f"cannot read sweep axis {text!r}: expected TARGET=START:STOP:COUNT or TARGET=v1,v2,…") from None
+    except OsrmError as exc:
+        raise OsrmError(f"sweep axis {text!r}: {exc}") from None
     return Axis(target, tuple(values))
+
+
+def _axis_values(spec: str) -> list[float]:
+    if ":" in spec:
+        start, stop, count = spec.split(":")
+        return sweep_values(finite_number(start, "start"), finite_number(stop, "end"), int(count))
+    return [finite_number(v, "value") for v in spec.split(",")]
 
 
 def spec_at(spec: MergeSpec, adapter_names: list[str], axes: list[Axis], values: tuple[float, ...]) -> MergeSpec:
@@ -122,11 +132,21 @@ def spec_at(spec: MergeSpec, adapter_names: list[str], axes: list[Axis], values:
 def workspace_context(ws: Workspace) -> dict:
     """What, besides the merge itself, a score depends on (for history keys)."""
     return {
-        "base": ws.base.fingerprint,
+        # the dtype changes scores; the device only rounds differently, and a history is shared across machines
+        "base": ws.base.fingerprint, "dtype": str(ws.base.dtype),
         "adapters": [a.content_hash for a in ws.adapters],
-        "tasks": {t.name: t.content_hash() for t in ws.tasks},
+        "tasks": {t.name: {"data": t.content_hash(), "metric": t.metric} for t in ws.tasks},
         "heads": {t: ws.pairs[t].content_hash for t in sorted(ws.pairs)},
+        "evaluation": evaluation_settings(ws),
+        "feature_samples": ws.feature_samples,  # RegMean's statistics
     }
+
+
+def evaluation_settings(ws: Workspace) -> dict:
+    """The batch size and truncation length ``Workspace.score`` evaluates with. It takes neither,
+    so they are ``Workspace.evaluate``'s defaults: read from there, a changed default changes keys."""
+    defaults = inspect.signature(Workspace.evaluate).parameters
+    return {name: getattr(ws, name, defaults[name].default) for name in ("batch_size", "max_length")}
 
 
 def score_point(
@@ -158,7 +178,8 @@ def history_point(
     ws: Workspace, spec: MergeSpec, split: str, limit: int | None, names: list[str], scores: dict, label: str | None = None,
     context: dict | None = None,
 ) -> HistoryPoint:
-    """The record of ``scores`` (per task, as ``Workspace.score`` returns them) for a resolved ``spec``."""
+    """The record of ``scores`` (per task, as ``Workspace.score`` returns them) for ``spec``."""
+    spec = spec.resolved(len(ws.adapters))  # the key holds every parameter, defaults included
     key = _key(context or workspace_context(ws), spec, split, limit)
     return HistoryPoint(
         spec.method, spec.params, spec.lam, spec.coefficients, spec.seed, names, [a.content_hash for a in ws.adapters],
@@ -167,11 +188,28 @@ def history_point(
 
 
 def check_axes(axes: list[Axis]) -> None:
-    """OsrmError unless there are one or two axes varying different things."""
+    """OsrmError unless there are one or two axes varying different things, each over finite values."""
     if not 1 <= len(axes) <= 2:
         raise OsrmError("a sweep has one or two axes")
     if len({a.target for a in axes}) != len(axes):
         raise OsrmError("the two axes of a grid must vary different things")
+    for axis in axes:
+        if not 1 <= len(axis.values) <= MAX_AXIS_POINTS:
+            raise OsrmError(f"a sweep of the {axis.label} needs 1 to {MAX_AXIS_POINTS} values, not {len(axis.values)}")
+        for value in axis.values:
+            finite_number(value, f"{axis.label} =")
+
+
+def check_methods(ws: Workspace, spec: MergeSpec, axes: list[Axis], names: list[str], methods: list[str]) -> None:
+    """Every method's merge at the sweep's first point resolves: unknown methods, bad parameters
+    and coefficients fail here, before the first method's points are scored."""
+    first = tuple(a.values[0] for a in axes)
+    for method in methods:
+        spec_at(_method_spec(spec, method), names, axes, first).resolved(len(ws.adapters))
+
+
+def _method_spec(spec: MergeSpec, method: str) -> MergeSpec:
+    return spec if method == spec.method else replace(spec, method=method, params={})
 
 
 def run_sweep(
@@ -181,11 +219,11 @@ def run_sweep(
     """``names`` label the adapters for the axes (default: the adapters' own names);
     ``methods`` defaults to the spec's own method; other methods use their default parameters.
 
-    Not itself a generator: bad axes fail at the call, before anything is printed or scored."""
+    Not itself a generator: bad axes, targets and methods fail at the call, before anything is printed or scored."""
     check_axes(axes)
     names = names or [a.name for a in ws.adapters]
     methods = methods or [spec.method]
-    spec_at(spec, names, axes, tuple(a.values[0] for a in axes))  # unknown targets
+    check_methods(ws, spec, axes, names, methods)
     return _sweep(ws, spec, list(axes), split, limit, names, list(methods), history)
 
 
@@ -195,7 +233,7 @@ def _sweep(ws, spec, axes, split, limit, names, methods, history):
     context = workspace_context(ws)  # hashes every task's data: once per sweep, not per point
     done = 0
     for method in methods:
-        method_spec = spec if method == spec.method else replace(spec, method=method, params={})
+        method_spec = _method_spec(spec, method)
         for values in itertools.product(*(a.values for a in axes)):
             point_spec = spec_at(method_spec, names, axes, values)
             recorded = yield from score_point(ws, point_spec, split, limit, names, history, f"sweep {label}", context)

@@ -159,7 +159,9 @@ class HistoryPanel(QWidget):
         x, y = self.x.currentText() or AVERAGE, self.y.currentText() or AVERAGE
         self.plot.show_points(self.points, x, y)
         front = len(self.plot.front)
-        self.summary.setText(f"{len(self.points)} points of these adapters in {self.model.session.run_history().path}"
+        history = self.model.session.history  # opened by history_points(), or by nobody yet: never opened here
+        where = history.path if history is not None else "no run history"
+        self.summary.setText(f"{len(self.points)} points of these adapters in {where}"
                              f" — {front} on the Pareto front of {x} and {y}" if self.model.session.base is not None else "")
 
     # -- selection ---------------------------------------------------------------
