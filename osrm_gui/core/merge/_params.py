@@ -11,6 +11,7 @@ DENSITY = Param(
     minimum=0.0,
     maximum=1.0,
     min_exclusive=True,
+    label="Density (kept fraction)",
 )
 
 MAJORITY_SIGN_METHOD = Param(
@@ -19,4 +20,5 @@ MAJORITY_SIGN_METHOD = Param(
     "How the sign of each entry is elected: 'total' = sign of the sum of the weighted "
     "entries, 'frequency' = the sign most tasks have.",
     choices=("total", "frequency"),
+    label="Sign election",
 )

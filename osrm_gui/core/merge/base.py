@@ -41,6 +41,11 @@ class Param:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
     min_exclusive: bool = False  # the minimum itself is not allowed, e.g. density in (0, 1]
+    label: str | None = None  # what the app shows; by default the name in words ("majority sign method")
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
 
     @property
     def kind(self) -> type:

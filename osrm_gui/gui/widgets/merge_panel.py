@@ -167,7 +167,7 @@ class MergePanel(QWidget):
             widget = self._param_widget(param, values[param.name])
             widget.setObjectName(f"param:{param.name}")
             widget.setToolTip(param.doc)
-            label = QLabel(param.name)
+            label = QLabel(param.title)
             label.setToolTip(param.doc)
             self.params_form.addRow(label, widget)
         self.params_box.setVisible(bool(method.params))
