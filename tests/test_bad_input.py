@@ -178,7 +178,8 @@ ARGUMENT_CASES = {
     "features samples 0": (lambda w: ["features", "--task", w / "animal.csv", "--samples", "0"], "--samples"),
     "export rank 0": (lambda w: ["export", w / "colour", "--kind", "adapter", "--rank", "0", "--out", w / "o"], "--rank"),
     "merge lambda nan": (lambda w: ["merge", "--base", w / "base", w / "colour", "--lambda", "nan"], "--lambda"),
-    "merge coefficient 1e308": (lambda w: ["merge", "--base", w / "base", w / "colour", "--coef", "1e308", "--no-eval"], "coefficient 1"),
+    "merge coefficient 1e308": (lambda w: ["merge", "--base", w / "base", w / "colour", "--coef", "1e308", "--no-eval"], "--coef"),
+    "merge lambda 1e7": (lambda w: ["merge", "--base", w / "base", w / "colour", "--lambda", "1e7", "--no-eval"], "--lambda"),
     "merge limit 0": (lambda w: ["merge", "--base", w / "base", w / "colour", "--limit", "0"], "--limit"),
     "history last 0": (lambda w: ["history", "--last", "0"], "--last"),
     "history last -1": (lambda w: ["history", "--last", "-1"], "--last"),
@@ -317,7 +318,7 @@ def test_every_adapter_of_a_shared_task_gets_its_own_export(capsys, work):
         printed = capsys.readouterr().out
         written = sorted(p.name for p in out.iterdir())
         assert written == ["animal", "colour--colour", "colour--colour-twin"]
-        assert all(name in printed for name in written) and f"wrote 3 " in printed
+        assert all(name in printed for name in written) and "wrote 3 " in printed
 
 
 # -- data-dependent recipes -----------------------------------------------------------------------------

@@ -43,6 +43,18 @@ def finite_float(text: str) -> float:
     return value
 
 
+def coefficient(text: str) -> float:
+    """An argparse type for coefficients and λ: finite, and within the limit every merge enforces."""
+    import argparse
+
+    from osrm_gui.core.merge.spec import COEFFICIENT_LIMIT
+
+    value = finite_float(text)
+    if abs(value) > COEFFICIENT_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond ±{COEFFICIENT_LIMIT:g}")
+    return value
+
+
 def add_base(p):
     g = p.add_argument_group("base model")
     g.add_argument("--base", metavar="PATH|ID", help="local Hugging Face model folder, or a Hub id org/name[@revision] "
@@ -68,8 +80,8 @@ def add_merge(p):
     g = p.add_argument_group("merge")
     g.add_argument("adapters", nargs="*", metavar="ADAPTER", help="PEFT LoRA adapter folders or Hub ids org/name[@revision]")
     g.add_argument("--method", default="task_arithmetic", help="merge method (see `osrm methods`)")
-    g.add_argument("--coef", type=finite_float, nargs="+", metavar="C", help="one coefficient per adapter (default 1.0 each)")
-    g.add_argument("--lambda", dest="lam", type=finite_float, default=1.0, help="global scale λ of the merged update (default 1.0)")
+    g.add_argument("--coef", type=coefficient, nargs="+", metavar="C", help="one coefficient per adapter (default 1.0 each)")
+    g.add_argument("--lambda", dest="lam", type=coefficient, default=1.0, help="global scale λ of the merged update (default 1.0)")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, e.g. density=0.5; repeatable")
     g.add_argument("--seed", type=non_negative_int, default=0, help="seed of random methods (DARE)")
     g.add_argument("--recipe", metavar="FILE", help="replay a recipe written by `osrm export --kind recipe` (replaces the options above)")
@@ -122,6 +134,8 @@ def workspace_and_spec(args, need_tasks=True):
             raise OsrmError("no adapters given (name adapter folders, or --recipe FILE)")
         base_path, paths, spec = args.base, args.adapters, spec_from(args)
     ws = open_workspace(base_path, paths, task_specs, args.device, args.dtype, args.trust_remote_code, need_tasks)
+    ws.batch_size = getattr(args, "batch_size", None) or ws.batch_size
+    ws.max_length = getattr(args, "max_length", None) or ws.max_length
     if args.recipe:
         check_recipe_data(args.recipe, recipe, ws.tasks, ws.feature_samples)
         if ws.base.fingerprint != recipe["base"]["fingerprint"]:

@@ -278,8 +278,9 @@ class MergeSession:
     def save(self, path: str | Path) -> None:
         """Write the workspace; its run history lives beside it (the points so far come along)."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(path.resolve().parent), indent=2) + "\n", force=True, make_parents=True)
-        target = History(history_path_for(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = History(history_path_for(path))  # an unusable history beside it refuses before anything is written
+        atomic_write_text(path, json.dumps(self.to_dict(path.resolve().parent), indent=2) + "\n", force=True)
         if self.history is not None and self.history.path.resolve() != target.path.resolve():
             self.history.copy_to(target)
         self.history = target

@@ -30,6 +30,8 @@ class Workspace:
     feature_samples: int = 100
     _grams: dict[str, dict] = field(default_factory=dict)
     lora_sum_cache: dict = field(default_factory=dict)  # a caller's dict keeps the stacked factors across workspaces
+    batch_size: int = 64  # of evaluation, when a call does not say
+    max_length: int = 128  # tokens per example in evaluation
 
     @property
     def heads(self) -> dict[str, nn.Module]:
@@ -81,8 +83,10 @@ class Workspace:
             grams.append(self._grams[key])
         return grams
 
-    def evaluate(self, merged: MergedState | None, split: str = "test", limit: int | None = None, batch_size: int = 64, max_length: int = 128) -> Generator[Progress, None, dict]:
+    def evaluate(self, merged: MergedState | None, split: str = "test", limit: int | None = None, batch_size: int | None = None,
+                 max_length: int | None = None) -> Generator[Progress, None, dict]:
         """Metrics per task with the merged backbone (``None``: the bare base, heads only)."""
+        batch_size, max_length = batch_size or self.batch_size, max_length or self.max_length
         if merged is None:
             self.base.clear_deltas()
         else:
@@ -120,8 +124,10 @@ class Workspace:
             self.lora_sum_cache[key] = LoraSum(base, self.adapters)
         return self.lora_sum_cache[key]
 
-    def evaluate_single(self, split: str = "test", limit: int | None = None, batch_size: int = 64, max_length: int = 128) -> Generator[Progress, None, dict]:
+    def evaluate_single(self, split: str = "test", limit: int | None = None, batch_size: int | None = None,
+                        max_length: int | None = None) -> Generator[Progress, None, dict]:
         """Each task with its own adapter alone (the single-task reference)."""
+        batch_size, max_length = batch_size or self.batch_size, max_length or self.max_length
         results: dict = {}
         try:
             for task in self.tasks:

@@ -5,7 +5,6 @@ a cancelled sweep resumes where it stopped."""
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from dataclasses import dataclass, field, replace
 from typing import Generator
@@ -143,9 +142,9 @@ def workspace_context(ws: Workspace) -> dict:
 
 
 def evaluation_settings(ws: Workspace) -> dict:
-    """The batch size and truncation length ``Workspace.score`` evaluates with. It takes neither,
-    so they are ``Workspace.evaluate``'s defaults: read from there, a changed default changes keys."""
-    defaults = inspect.signature(Workspace.evaluate).parameters
+    """The batch size and truncation length ``Workspace.score`` evaluates with (the workspace's own;
+    a workspace-like object without them has Workspace's defaults)."""
+    defaults = Workspace.__dataclass_fields__
     return {name: getattr(ws, name, defaults[name].default) for name in ("batch_size", "max_length")}
 
 

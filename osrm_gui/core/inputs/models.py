@@ -85,10 +85,11 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
 
 
 def folder_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
-    """A cheap content hash of a model folder: config plus size, head and tail of each weight file."""
+    """A cheap content hash of a model folder: config and tokenizer files plus size, head and tail
+    of each weight file (a changed vocabulary changes every score, so it is part of the identity)."""
     digest = hashlib.sha256()
     for file in sorted(path.iterdir()):
-        if file.suffix not in {".json", ".safetensors", ".bin"} or not file.is_file():
+        if file.suffix not in {".json", ".safetensors", ".bin", ".txt", ".model", ".tiktoken"} or not file.is_file():
             continue
         digest.update(file.name.encode())
         size = file.stat().st_size
