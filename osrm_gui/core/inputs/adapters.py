@@ -113,14 +113,7 @@ def _read_config(folder: Path) -> dict:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise OsrmError(f"{folder}: not a PEFT adapter folder (no {CONFIG_FILE})")
-    try:
-        config = json.loads(config_path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise OsrmError(f"{config_path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise OsrmError(f"{config_path}: corrupt JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise OsrmError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
+    config = _read_json_object(config_path)
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type != "LORA":
         raise OsrmError(f"{config_path}: peft_type is {config.get('peft_type')!r}, only LORA adapters can be merged")
@@ -156,17 +149,19 @@ def _check_config_numbers(config: dict, where: Path) -> None:
 
 def _read_metadata(folder: Path) -> dict:
     meta_path = folder / METADATA_FILE
-    if not meta_path.is_file():
-        return {}
+    return _read_json_object(meta_path) if meta_path.is_file() else {}
+
+
+def _read_json_object(path: Path) -> dict:
     try:
-        metadata = json.loads(meta_path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise OsrmError(f"{meta_path}: not UTF-8 text") from None
+        raise OsrmError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise OsrmError(f"{meta_path}: corrupt JSON ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise OsrmError(f"{meta_path}: expected a JSON object, found {type(metadata).__name__}")
-    return metadata
+        raise OsrmError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise OsrmError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 # Config fields that say where an adapter came from, not what it computes.
