@@ -105,7 +105,7 @@ def cmd_history(args):
         print(f"wrote {len(points)} points to {args.csv}")
         return 0
     shown = points[-args.last:] if args.last else points
-    rows = [{"id": p.id, "kind": p.kind, "method": p.method, "λ": f"{p.lam:g}",
+    rows = [{"id": p.id, "kind": p.kind, "split": p.split, "method": p.method, "λ": f"{p.lam:g}",
              "coefficients": " ".join(f"{c:g}" for c in p.coefficients), "average": f"{p.average:.4f}", "label": p.label or ""} for p in shown]
     print(f"{history.path}: {len(points)} points")
     if rows:

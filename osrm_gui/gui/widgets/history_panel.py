@@ -58,7 +58,7 @@ class ParetoPlot(pg.PlotWidget):
 
 
 class HistoryPanel(QWidget):
-    COLUMNS = ("id", "when", "kind", "method", "λ", "coefficients")
+    COLUMNS = ("id", "when", "kind", "split", "method", "λ", "coefficients")
 
     def __init__(self, model: SessionModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -139,7 +139,7 @@ class HistoryPanel(QWidget):
         self.table.setRowCount(len(self.points))
         for row, point in enumerate(self.points):
             cells = [
-                point.id, time.strftime("%m-%d %H:%M:%S", time.localtime(point.created)), point.kind, point.method,
+                point.id, time.strftime("%m-%d %H:%M:%S", time.localtime(point.created)), point.kind, point.split, point.method,
                 point.lam, " ".join(f"{c:.3g}" for c in point.coefficients), *(point.scores.get(t) for t in tasks), point.average,
             ]
             for column, value in enumerate(cells):
