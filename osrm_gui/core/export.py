@@ -77,6 +77,8 @@ def export_full_models(
     try:
         with atomic_dir(out, force=force, inputs=[*inputs, base.path, *(a.path for _, _, a in units)]) as tmp:
             for done, (name, task, adapter) in enumerate(units, 1):
+                if merged.per_task:  # each task's own update (EMR)
+                    base.set_deltas(merged.dense_deltas(_merge_index(adapter, adapters, pairs)))
                 base.set_head(base.build_head(adapter.head))
                 for key, value in _label_config(base, task).items():
                     setattr(config, key, value)
@@ -92,15 +94,28 @@ def export_full_models(
     return Path(out)
 
 
-def merged_factors(merged: MergedState, rank: int | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+def _merge_index(adapter: Adapter, adapters: list[Adapter] | None, pairs: dict[str, Adapter]) -> int:
+    """The adapter's position in the merge (which per-task update is its task's)."""
+    order = adapters if adapters is not None else list(pairs.values())
+    return next(i for i, a in enumerate(order) if a is adapter)
+
+
+def merged_factors(merged: MergedState, rank: int | None, task: int | None = None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
     """Low-rank factors (B, A) per layer and the worst relative error taken on.
 
     Exact for low-rank methods unless ``rank`` asks for compression; dense
-    results (TIES, DARE…) are SVD-compressed to ``rank``.
+    results (TIES, DARE…) are SVD-compressed to ``rank``; with ``task``, that task's own update.
     """
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     worst = merged.truncation_error() or 0.0
     for name, result in merged.layers.items():
+        if result.task_deltas is not None and task is not None:
+            if rank is None:
+                raise OsrmError(f"method {merged.spec.method!r} gives each task a dense update; choose a rank to export them as LoRA adapters")
+            B, A, error = compress_dense(result.dense(task), rank)
+            factors[name] = (B, A)
+            worst = max(worst, error)
+            continue
         if result.A is not None and (rank is None or rank >= result.A.shape[0]):
             factors[name] = (result.B, result.A)
             continue
@@ -128,13 +143,16 @@ def export_peft_adapters(
 
     Returns the worst per-layer relative truncation error (0 for an exact export).
     """
-    factors, error = merged_factors(merged, rank)
     units = export_units(pairs, tasks, adapters)
+    factors, error = (None, 0.0) if merged.per_task else merged_factors(merged, rank)
     with atomic_dir(out, force=force, inputs=[*inputs, base.path, *(a.path for _, _, a in units)]) as tmp:
         for done, (name, task, adapter) in enumerate(units, 1):
+            if merged.per_task:
+                mine, own_error = merged_factors(merged, rank, _merge_index(adapter, adapters, pairs))
+                error = max(error, own_error)
             metadata = {"name": f"merged-{name}", "task": task.name, "label_names": task.label_names, "metric": task.metric,
-                        "init": "merged", "merge": merged.spec.to_dict(), "truncation_error": error}
-            write_lora_folder(tmp / name, factors, base, adapter.head, metadata)
+                        "init": "merged", "merge": merged.spec.to_dict(), "truncation_error": own_error if merged.per_task else error}
+            write_lora_folder(tmp / name, mine if merged.per_task else factors, base, adapter.head, metadata)
             yield Progress("export", done, len(units), name)
     return error
 
@@ -300,8 +318,13 @@ def export_merge(ws, spec: MergeSpec, kind: str, out: str | Path, rank: int | No
         return {"kind": kind, "path": write_recipe(recipe, out, force, inputs)}
     merged = yield from ws.merge(spec)
     written = [name for name, _, _ in export_units(ws.pairs, ws.tasks, ws.adapters)]
+    extra = {}
+    if merged.per_task:  # what running every task takes, against the adapters it came from
+        from osrm_gui.core.merge.emr import emr_storage
+
+        extra = {"per_task_storage": emr_storage(merged)["total"], "adapters_storage": sum(a.size_bytes for a in ws.adapters)}
     if kind == "full":
         path = yield from export_full_models(ws.base, merged, ws.pairs, ws.tasks, out, force, ws.adapters, inputs)
-        return {"kind": kind, "path": path, "tasks": written}
+        return {"kind": kind, "path": path, "tasks": written, **extra}
     error = yield from export_peft_adapters(ws.base, merged, ws.pairs, ws.tasks, out, rank, force, ws.adapters, inputs)
-    return {"kind": kind, "path": Path(out), "tasks": written, "truncation_error": error}
+    return {"kind": kind, "path": Path(out), "tasks": written, "truncation_error": error, **extra}

@@ -87,6 +87,8 @@ class Workspace:
                  max_length: int | None = None) -> Generator[Progress, None, dict]:
         """Metrics per task with the merged backbone (``None``: the bare base, heads only)."""
         batch_size, max_length = batch_size or self.batch_size, max_length or self.max_length
+        if merged is not None and merged.per_task:
+            return (yield from self._evaluate_per_task(merged, split, limit, batch_size, max_length))
         if merged is None:
             self.base.clear_deltas()
         else:
@@ -95,6 +97,20 @@ class Workspace:
             return (yield from evaluate_tasks(self.base, self.heads, self.tasks, split, batch_size, max_length, limit, self.encoding_cache))
         finally:
             self.base.clear_deltas()
+
+    def _evaluate_per_task(self, merged: MergedState, split, limit, batch_size, max_length) -> Generator[Progress, None, dict]:
+        """Each task through its own update (EMR's mask and scale) and its own head."""
+        results: dict = {}
+        try:
+            for task in self.tasks:
+                index = next(i for i, a in enumerate(self.adapters) if a is self.pairs[task.name])
+                self.base.set_deltas(merged.dense_deltas(index))
+                scores = yield from evaluate_tasks(self.base, {task.name: self.heads[task.name]}, [task], split, batch_size, max_length,
+                                                   limit, self.encoding_cache)
+                results.update(scores)
+        finally:
+            self.base.clear_deltas()
+        return results
 
     def score(self, spec: MergeSpec, split: str = "test", limit: int | None = None) -> Generator[Progress, None, dict]:
         """Metrics per task for the merge ``spec``: through the fast LoRA-sum engine when the

@@ -103,8 +103,16 @@ class LayerResult:
     A: torch.Tensor | None = None
     B: torch.Tensor | None = None
     truncation_error: float | None = None
+    # Methods that give each task its own update (EMR: a shared update under a per-task mask and
+    # scale): per adapter index, the dense update that adapter's task runs with. ``delta`` then
+    # holds the shared part, for display and analysis.
+    task_deltas: dict[int, torch.Tensor] | None = None
 
-    def dense(self) -> torch.Tensor:
+    def dense(self, task: int | None = None) -> torch.Tensor:
+        """The merged update, or (``task`` = an adapter index) the one that adapter's task runs with."""
+        if task is not None and self.task_deltas is not None:
+            shared = self.delta if self.delta is not None else self.B @ self.A
+            return self.task_deltas.get(task, torch.zeros_like(shared))
         if self.delta is not None:
             return self.delta
         return self.B @ self.A

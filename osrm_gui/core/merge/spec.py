@@ -72,8 +72,14 @@ class MergedState:
     def low_rank(self) -> bool:
         return all(r.A is not None for r in self.layers.values())
 
-    def dense_deltas(self) -> dict[str, torch.Tensor]:
-        return {name: result.dense() for name, result in self.layers.items()}
+    @property
+    def per_task(self) -> bool:
+        """Whether each task runs with its own update (see LayerResult.task_deltas)."""
+        return any(r.task_deltas is not None for r in self.layers.values())
+
+    def dense_deltas(self, task: int | None = None) -> dict[str, torch.Tensor]:
+        """Every layer's merged update; with ``task`` (an adapter index), the ones its task runs with."""
+        return {name: result.dense(task) for name, result in self.layers.items()}
 
     def truncation_error(self) -> float | None:
         """Overall relative error of a compressing method (None when exact)."""
@@ -96,6 +102,7 @@ def merge_adapters(
             merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device, grams), 1
         ):
             factors = [result.delta] if result.delta is not None else [result.A, result.B]
+            factors += list((result.task_deltas or {}).values())
             if not all(bool(torch.isfinite(t).all()) for t in factors):
                 raise OsrmError(f"merging layer {name} with {spec.method} gave non-finite values (overflow); lower the coefficients or λ")
             layers[name] = result
