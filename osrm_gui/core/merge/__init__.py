@@ -6,7 +6,7 @@ Every method merges one layer at a time from its LoRA factors (see
 
 from __future__ import annotations
 
-from osrm_gui.core.merge import concat, dare, emr, linear, magnitude_prune, regmean, svd, task_arithmetic, ties
+from osrm_gui.core.merge import concat, dare, emr, iso, knots, linear, magnitude_prune, regmean, svd, task_arithmetic, ties, tsv
 from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
 from osrm_gui.core.merge.engine import fidelity, layer_seed, merge_layers
 
@@ -23,6 +23,11 @@ METHODS: dict[str, MergeMethod] = {
         svd.METHOD,
         regmean.METHOD,
         emr.METHOD,
+        iso.ISO_C,
+        iso.ISO_CTS,
+        tsv.METHOD,
+        knots.KNOTS_TIES,
+        knots.KNOTS_DARE_TIES,
     )
 }
 
