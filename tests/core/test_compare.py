@@ -54,10 +54,17 @@ def test_compare_trains_each_family_once_and_summarises(tiny_base_dir, tiny_task
     assert loaded == runs and meta["command"] == "test"
 
 
-def test_per_task_rows_use_the_best_lambda():
+def test_lambda_is_chosen_on_validation_and_reported_on_test():
     from osrm_gui.core.explore.compare import FamilyRun, per_task
 
-    grid = {"0": {"a": 0.1, "b": 0.2}, "1": {"a": 0.5, "b": 0.7}}
-    rows = per_task([FamilyRun("f", 0, {"a": 1.0, "b": 0.7}, grid, {"a": 0.4, "b": 0.3}, 0.5)])
-    assert rows[0] == {"family": "f", "task": "a", "single": "1.000", "TA (best λ)": "0.500 (λ=1)", "TIES": "0.400", "normalised TA": "0.500"}
-    assert rows[1]["normalised TA"] == "1.000"
+    test = {"0": {"a": 0.1, "b": 0.2}, "1": {"a": 0.5, "b": 0.7}}
+    validation = {"0": {"a": 0.6, "b": 0.6}, "1": {"a": 0.5, "b": 0.5}}  # validation prefers λ=0, test would prefer 1
+    run = FamilyRun("f", 0, {"a": 1.0, "b": 0.7}, test, {"a": 0.4, "b": 0.3}, 0.5, [], validation)
+    assert run.chosen_lambda == "0"
+    rows = per_task([run])
+    assert rows[0] == {"family": "f", "task": "a", "single": "1.000", "TA (λ by validation)": "0.100 (λ=0)", "TIES": "0.400",
+                       "normalised TA": "0.100"}
+    assert summarise([run])[0]["TA (λ by validation)"] == "0.150"
+    old = FamilyRun("f", 0, {"a": 1.0, "b": 0.7}, test, {"a": 0.4, "b": 0.3}, 0.5)  # saved before validation was scored
+    assert old.chosen_lambda is None and per_task([old]) == []
+    assert summarise([old])[0]["TA (λ by validation)"] == "no validation scores"

@@ -318,7 +318,7 @@ def test_compare_dialog_shows_the_saved_comparison(qtbot, tmp_path):
 
     def run(family, seed, level):
         grid = {f"{lam:g}": {"a": level * lam, "b": level} for lam in LAMBDAS}
-        return FamilyRun(family, seed, {"a": 0.9, "b": 0.8}, grid, {"a": 0.7, "b": 0.6}, 0.5 * level)
+        return FamilyRun(family, seed, {"a": 0.9, "b": 0.8}, grid, {"a": 0.7, "b": 0.6}, 0.5 * level, [], grid)
 
     runs = [run("peft-default", s, 0.5 + 0.01 * s) for s in range(3)] + [run("osrm-cov-frozen", s, 0.6) for s in range(3)]
     save_runs(runs, tmp_path / "compare.json", {"command": "osrm demo compare", "families": {"peft-default": "x", "osrm-cov-frozen": "y"}})

@@ -1,6 +1,9 @@
 """Initialisation families compared on a task suite: train one adapter per task
 for each family and seed, then measure single-task scores, merged scores (task
-arithmetic over a λ grid, TIES), normalised scores and mean interference."""
+arithmetic over a λ grid, TIES), normalised scores and mean interference.
+
+Task arithmetic's λ is chosen per run on the validation split and reported on test; the
+test curve over the grid is kept for plots, never for choosing."""
 
 from __future__ import annotations
 
@@ -42,6 +45,15 @@ class FamilyRun:
     ties: dict[str, float]
     interference: float
     paths: list[str] = field(default_factory=list)
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)  # str(λ) -> task -> metric on validation
+
+    @property
+    def chosen_lambda(self) -> str | None:
+        """The λ with the best validation average; None for a run saved before validation was scored
+        (its λ cannot be chosen honestly, so it is not chosen at all)."""
+        if not self.validation:
+            return None
+        return max(self.validation, key=lambda lam: (np.mean(list(self.validation[lam].values())), -float(lam)))
 
 
 def family_settings(family: str, base: TrainSettings, seed: int, task_index: int, task_specs: list[str]) -> TrainSettings:
@@ -74,17 +86,19 @@ def train_family(
 
 def evaluate_family(ws: Workspace, family: str, seed: int, limit: int | None = None) -> Generator[Progress, None, FamilyRun]:
     single = yield from ws.evaluate_single(limit=limit)
-    grid = {}
+    grid, validation = {}, {}
     for lam in LAMBDAS:
         merged = yield from ws.merge(MergeSpec("task_arithmetic", None, lam))
         scores = yield from ws.evaluate(merged, limit=limit)
         grid[f"{lam:g}"] = {t: s["metric"] for t, s in scores.items()}
+        chosen_on = yield from ws.evaluate(merged, "validation", limit=limit)
+        validation[f"{lam:g}"] = {t: s["metric"] for t, s in chosen_on.items()}
     merged = yield from ws.merge(MergeSpec("ties", None, 1.0, {"density": 0.5}))
     ties = yield from ws.evaluate(merged, limit=limit)
     grams = yield from ws.adapter_grams()
     interference = mean_off_diagonal(interference_matrix(ws.adapters, grams))
     return FamilyRun(family, seed, {t: s["metric"] for t, s in single.items()}, grid, {t: s["metric"] for t, s in ties.items()},
-                     interference, [str(a.path) for a in ws.adapters])
+                     interference, [str(a.path) for a in ws.adapters], validation)
 
 
 def compare(
@@ -112,30 +126,35 @@ def summarise(runs: list[FamilyRun]) -> list[dict]:
 
         single = [np.mean(list(r.single.values())) for r in mine]
         row = {"family": family, "seeds": len(mine), "single": stat(single)}
-        for lam in [f"{x:g}" for x in LAMBDAS]:
+        for lam in mine[0].task_arithmetic:
             row[f"TA λ={lam}"] = stat([np.mean(list(r.task_arithmetic[lam].values())) for r in mine])
         row["TIES"] = stat([np.mean(list(r.ties.values())) for r in mine])
-        best = [max(np.mean([r.task_arithmetic[lam][t] / r.single[t] for t in r.single]) for lam in r.task_arithmetic) for r in mine]
-        row["best TA normalised"] = stat(best)
+        if all(r.chosen_lambda is not None for r in mine):
+            row["TA (λ by validation)"] = stat([np.mean(list(r.task_arithmetic[r.chosen_lambda].values())) for r in mine])
+            row["normalised"] = stat([np.mean([r.task_arithmetic[r.chosen_lambda][t] / r.single[t] for t in r.single]) for r in mine])
+        else:
+            row["TA (λ by validation)"] = row["normalised"] = "no validation scores"
         row["interference"] = stat([r.interference for r in mine])
         rows.append(row)
     return rows
 
 
 def per_task(runs: list[FamilyRun]) -> list[dict]:
-    """Per family and task, means over seeds: alone, task arithmetic at the family's best
-    λ (by average over tasks), TIES, and the normalised TA score (merged / alone)."""
+    """Per family and task, means over seeds: alone, task arithmetic at each run's λ chosen on
+    validation (reported on test), TIES, and the normalised TA score (merged / alone)."""
     rows = []
     for family in dict.fromkeys(r.family for r in runs):
         mine = [r for r in runs if r.family == family]
-        lams = list(mine[0].task_arithmetic)
-        best = max(lams, key=lambda lam: np.mean([np.mean(list(r.task_arithmetic[lam].values())) for r in mine]))
+        if any(r.chosen_lambda is None for r in mine):
+            continue  # runs saved before validation was scored: no λ can be chosen for them
+        lams = sorted({r.chosen_lambda for r in mine}, key=float)
         for task in mine[0].single:
             single = np.mean([r.single[task] for r in mine])
-            merged = np.mean([r.task_arithmetic[best][task] for r in mine])
-            rows.append({"family": family, "task": task, "single": f"{single:.3f}", "TA (best λ)": f"{merged:.3f} (λ={best})",
+            merged = np.mean([r.task_arithmetic[r.chosen_lambda][task] for r in mine])
+            rows.append({"family": family, "task": task, "single": f"{single:.3f}",
+                         "TA (λ by validation)": f"{merged:.3f} (λ={','.join(lams)})",
                          "TIES": f"{np.mean([r.ties[task] for r in mine]):.3f}",
-                         "normalised TA": f"{np.mean([r.task_arithmetic[best][task] / r.single[task] for r in mine]):.3f}"})
+                         "normalised TA": f"{np.mean([r.task_arithmetic[r.chosen_lambda][task] / r.single[task] for r in mine]):.3f}"})
     return rows
 
 

@@ -20,7 +20,8 @@ class CompareDialog(QDialog):
         meta, runs = load_runs(path)
         rows = summarise(runs)
         header = QLabel(f"From {path.name}, made by <code>{meta['command']}</code>. Average test accuracy over the demo tasks; "
-                        "± is the standard deviation over seeds. Rerun that command to recompute.")
+                        "task arithmetic's λ is chosen per run on the validation split. ± is the standard deviation over seeds. "
+                        "Rerun that command to recompute.")
         header.setWordWrap(True)
         self.table = QTableWidget(len(rows), len(rows[0]) if rows else 0)
         self.table.setObjectName("compareTable")
