@@ -6,7 +6,9 @@ Every method merges one layer at a time from its LoRA factors (see
 
 from __future__ import annotations
 
-from osrm_gui.core.merge import concat, dare, emr, iso, knots, linear, magnitude_prune, regmean, svd, task_arithmetic, ties, tsv
+from osrm_gui.core.merge import (
+    breadcrumbs, concat, dare, della, do_merging, emr, iso, knots, linear, magnitude_prune, regmean, sce, svd, task_arithmetic, ties, tsv,
+)
 from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
 from osrm_gui.core.merge.engine import fidelity, layer_seed, merge_layers
 
@@ -28,6 +30,12 @@ METHODS: dict[str, MergeMethod] = {
         tsv.METHOD,
         knots.KNOTS_TIES,
         knots.KNOTS_DARE_TIES,
+        do_merging.METHOD,
+        della.DELLA,
+        della.DELLA_LINEAR,
+        breadcrumbs.BREADCRUMBS,
+        breadcrumbs.BREADCRUMBS_TIES,
+        sce.METHOD,
     )
 }
 
