@@ -10,7 +10,7 @@ from pathlib import Path
 
 from osrm_gui import __version__
 from osrm_gui.cli.console import drive, format_table, score_rows
-from osrm_gui.cli.options import finite_float, non_negative_int, positive_int
+from osrm_gui.cli.options import check_outputs, finite_float, non_negative_int, positive_int
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.inputs.demo_set import BASELINE, MANIFEST, adapters_folder, demo_adapter_paths, file_hashes, read_manifest
 from osrm_gui.core.paths import demo_dir
@@ -19,7 +19,7 @@ LORA = {"rank": 8, "alpha": 16.0, "steps": 300, "lr": 2e-3, "batch_size": 32, "m
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("demo", help="the built-in demo suite: list, run, build, compare")
+    p = sub.add_parser("demo", help="the built-in demo suite: list, run, build, compare, leaderboard")
     demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     q = demo_sub.add_parser("list", help="the demo tasks, their sizes and sources")
     q.set_defaults(func=main)
@@ -42,6 +42,7 @@ def add_parsers(sub) -> None:
                    "instead of training them again")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=main)
+    _add_leaderboard(demo_sub)
     q = demo_sub.add_parser("compare", help="compare initialisation families (peft default vs OSRM …) on the demo over seeds")
     q.add_argument("--families", default="peft-default,osrm-cov,osrm-cov-frozen,peft-default-frozen",
                    help="comma-separated, from: " + ", ".join(_families()))
@@ -54,6 +55,65 @@ def add_parsers(sub) -> None:
                    "repeat to combine runs, with --json to save them together")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=main)
+
+
+def _add_leaderboard(demo_sub) -> None:
+    q = demo_sub.add_parser("leaderboard", help="every merge method on the demo families over seeds: λ chosen on validation, reported on test")
+    q.add_argument("--families", default="peft-default,osrm-cov", help="comma-separated initialisation families")
+    q.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (adapters trained as `demo compare` does, and shared with it)")
+    q.add_argument("--methods", default="all", help="comma-separated merge methods, or all (default)")
+    q.add_argument("--steps", type=positive_int, default=LORA["steps"])
+    q.add_argument("--work", type=Path, help="where the trained adapters are kept and reused (default: the user cache, as demo compare)")
+    q.add_argument("--limit", type=positive_int, help="score only the first N examples of each task and split")
+    q.add_argument("--json", type=Path, help="write every run's numbers to this JSON file")
+    q.add_argument("--from-json", type=Path, help="only print the summary of a JSON file written before")
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=main)
+
+
+def leaderboard(args) -> int:
+    from osrm_gui.core.explore import compare as cmp
+    from osrm_gui.core.explore import leaderboard as board
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
+    from osrm_gui.core.osrm.features import cache_dir
+    from osrm_gui.core.osrm.training import TrainSettings
+    from osrm_gui.core.workspace import open_workspace
+
+    if args.from_json:
+        meta, runs = board.load(args.from_json)
+    else:
+        families = args.families.split(",")
+        for family in families:
+            if family not in cmp.FAMILIES:
+                raise OsrmError(f"--families: unknown family {family!r}; choose from {', '.join(cmp.FAMILIES)}")
+        seeds = [int(s) for s in args.seeds.split(",")]
+        methods = board.all_methods() if args.methods == "all" else board.check_methods(args.methods.split(","))
+        if args.json:
+            check_outputs(args, args.json)
+        tasks = [load_demo_task(name) for name in DEMO_TASKS]
+        work = args.work or cache_dir().parent / "demo-compare"
+        settings = TrainSettings(**{**LORA, "steps": args.steps})
+        device = None if args.device == "auto" else args.device
+        runs = []
+        for family in families:
+            for seed in seeds:
+                paths = drive(cmp.train_family(family, seed, tasks, work, settings, device), f"train {family} seed {seed}")
+                ws = open_workspace(None, paths, [t.extra.get("spec") for t in tasks], device=device)
+                runs += drive(board.run_methods(ws, family, seed, methods, args.limit), f"{family} seed {seed}")
+        meta = {"command": f"osrm demo leaderboard --families {args.families} --seeds {args.seeds} --methods {args.methods}"
+                + (f" --limit {args.limit}" if args.limit else ""), "lora": {**LORA, "steps": args.steps}, "built_with": f"osrm-gui {__version__}"}
+        if args.json:
+            board.save(runs, args.json, meta)
+    print(meta["command"])
+    print("test average over the demo tasks at the λ each run chose on validation; ± is the standard deviation over seeds\n")
+    print(format_table(board.summarise(runs)))
+    families = list(dict.fromkeys(r.family for r in runs))
+    if len(families) == 2:
+        print()
+        print(format_table(board.family_margin(runs, families[1], families[0])))
+    if args.json and not args.from_json:
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _families():
@@ -76,6 +136,8 @@ def main(args) -> int:
         return build(args)
     if args.demo_command == "compare":
         return compare(args)
+    if args.demo_command == "leaderboard":
+        return leaderboard(args)
     return run(args)
 
 
