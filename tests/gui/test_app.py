@@ -99,6 +99,24 @@ def test_method_switch_shows_its_parameters(qtbot, window):
     assert window.merge.findChild(object, "param:density") is None
 
 
+@pytest.mark.parametrize("method", ["iso_cts", "knots_dare_ties", "emr", "della", "do_merging"])
+def test_new_methods_preview_with_human_labelled_parameters(qtbot, window, method):
+    from PySide6.QtWidgets import QLabel
+
+    from osrm_gui.core.merge import get_method
+
+    picker = window.merge.method
+    with qtbot.waitSignal(window.model.resultChanged, timeout=30000):
+        picker.setCurrentIndex(picker.findData(method))
+    wait_idle(qtbot, window)
+    assert window.model.result.spec.method == method
+    labels = {label.text() for label in window.merge.findChildren(QLabel)}
+    for param in get_method(method).params:
+        assert param.title in labels and window.merge.findChild(object, f"param:{param.name}") is not None
+    if method == "emr":
+        assert "own masked, rescaled update" in window.results.summary.text()
+
+
 def test_presets(qtbot, window):
     window.model.set_coefficient(0, 0.2)
     wait_idle(qtbot, window)

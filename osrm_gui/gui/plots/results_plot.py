@@ -101,7 +101,8 @@ class ResultsPlot(QWidget):
         if len(alone) == len(merged) and all(alone):
             normalised = f", normalised {np.mean(np.array(merged) / np.array(alone)):.3f}"
         spec = result.spec
+        own = " Each task runs with its own masked, rescaled update." if spec.method == "emr" else ""
         self.summary.setText(
             f"<b>{'Full evaluation' if result.kind == 'full' else 'Preview'}</b> of {spec.method} (λ={spec.lam:g}) on {n} examples: "
-            f"average {result.average:.3f}{normalised}"
+            f"average {result.average:.3f}{normalised}.{own}"
         )
