@@ -10,8 +10,10 @@ from osrm_gui.core.atomic import atomic_write_text
 
 
 def cmd_merge(args):
+    from osrm_gui.core.export import get_method_needs_data
+
     check_outputs(args, args.save_recipe, args.json)
-    ws, spec = workspace_and_spec(args, need_tasks=not args.no_eval)
+    ws, spec = workspace_and_spec(args, need_tasks=not args.no_eval or get_method_needs_data(args.method))
     merged = drive(ws.merge(spec), "merge")
     error = merged.truncation_error()
     print(f"merged {len(ws.adapters)} adapters with {merged.spec.method} (λ={merged.spec.lam}, coefficients {merged.spec.coefficients}, "

@@ -137,7 +137,7 @@ def workspace_and_spec(args, need_tasks=True):
     ws.batch_size = getattr(args, "batch_size", None) or ws.batch_size
     ws.max_length = getattr(args, "max_length", None) or ws.max_length
     if args.recipe:
-        check_recipe_data(args.recipe, recipe, ws.tasks, ws.feature_samples)
+        check_recipe_data(args.recipe, recipe, ws.tasks, ws.data_samples(spec))
         if ws.base.fingerprint != recipe["base"]["fingerprint"]:
             print(f"warning: base {ws.base.path} differs from the recipe's ({recipe['base']['name']})", file=sys.stderr)
     print_warnings(ws.warnings)

@@ -290,7 +290,7 @@ def get_method_needs_data(method: str) -> bool:
     from osrm_gui.core.merge import get_method
 
     try:
-        return get_method(method).needs_grams
+        return get_method(method).needs_data
     except ValueError:
         return False  # an unknown method fails later, in one line, when the spec is resolved
 

@@ -29,6 +29,7 @@ class Workspace:
     encoding_cache: dict = field(default_factory=dict)
     feature_samples: int = 100
     _grams: dict[str, dict] = field(default_factory=dict)
+    _fishers: dict[str, dict] = field(default_factory=dict)
     lora_sum_cache: dict = field(default_factory=dict)  # a caller's dict keeps the stacked factors across workspaces
     batch_size: int = 64  # of evaluation, when a call does not say
     max_length: int = 128  # tokens per example in evaluation
@@ -47,24 +48,36 @@ class Workspace:
 
     def data_record(self, spec: MergeSpec) -> list[dict] | None:
         """What a recipe must record for ``spec`` to replay to the same weights: the task data a
-        data-dependent method (RegMean) reads, by spec and content hash, and how much of it."""
-        if not get_method(spec.resolved(len(self.adapters)).method).needs_grams:
+        data-dependent method (RegMean, Fisher) reads, by spec and content hash, and how much of it."""
+        spec = spec.resolved(len(self.adapters))
+        if not get_method(spec.method).needs_data:
             return None
+        samples = self.data_samples(spec)
         by_adapter = {id(self.pairs[t.name]): t for t in self.tasks}
         missing = [str(a.path) for a in self.adapters if id(a) not in by_adapter]
         if missing:
             raise OsrmError(f"{spec.method} reads each adapter's task data, and none is known for {', '.join(missing)}; name it with --task")
         tasks = [by_adapter[id(a)] for a in self.adapters]
-        return [{"task": t.name, "spec": t.extra.get("spec") or t.name, "hash": t.content_hash(), "samples": self.feature_samples}
+        return [{"task": t.name, "spec": t.extra.get("spec") or t.name, "hash": t.content_hash(), "samples": samples}
                 for t in tasks]
 
+    def data_samples(self, spec: MergeSpec) -> int:
+        """Examples per task a data-dependent merge reads: ``fisher_examples`` for Fisher merging,
+        the feature samples for RegMean."""
+        spec = spec.resolved(len(self.adapters))
+        return int(spec.params["fisher_examples"]) if get_method(spec.method).needs_fisher else self.feature_samples
+
     def merge(self, spec: MergeSpec) -> Generator[Progress, None, MergedState]:
-        """Merge the adapters; methods that need feature statistics (RegMean) get them from the cache or the base."""
+        """Merge the adapters; methods that need feature statistics (RegMean) or Fisher information
+        (Fisher merging) get them from the cache or the base."""
         spec = spec.resolved(len(self.adapters))  # unknown methods and bad parameters fail here, in one line
-        grams = None
-        if get_method(spec.method).needs_grams:
+        method = get_method(spec.method)
+        grams = fishers = None
+        if method.needs_grams:
             grams = yield from self.adapter_grams()
-        return (yield from merge_adapters(self.adapters, spec, self.base.device, grams))
+        if method.needs_fisher:
+            fishers = yield from self.adapter_fishers(int(spec.params["fisher_examples"]), spec.seed)
+        return (yield from merge_adapters(self.adapters, spec, self.base.device, grams, fishers))
 
     def adapter_grams(self) -> Generator[Progress, None, list[dict]]:
         """Per adapter, the Gram matrices of its task's inputs to each of its layers (pretrained base)."""
@@ -82,6 +95,23 @@ class Workspace:
                 self._grams[key] = {name: s.gram for name, s in features.layers.items()}
             grams.append(self._grams[key])
         return grams
+
+    def adapter_fishers(self, examples: int, seed: int = 0) -> Generator[Progress, None, list[dict]]:
+        """Per adapter, the diagonal Fisher of each of its layers' dense weights under its own model
+        (base + adapter + head), over ``examples`` training inputs of its task drawn with ``seed``."""
+        from osrm_gui.core.osrm.fisher_info import MAX_LENGTH, collect_fisher
+
+        by_adapter = {id(a): t for t in self.tasks for a in [self.pairs[t.name]]}
+        fishers = []
+        for adapter in self.adapters:
+            task = by_adapter.get(id(adapter))
+            if task is None:
+                raise OsrmError(f"{adapter.path}: Fisher merging needs the adapter's task data to compute its Fisher information")
+            key = f"{adapter.content_hash}|{task.content_hash()}|{examples}|{seed}|{MAX_LENGTH}"
+            if key not in self._fishers:
+                self._fishers[key] = yield from collect_fisher(self.base, adapter, task, examples, seed)
+            fishers.append(self._fishers[key])
+        return fishers
 
     def evaluate(self, merged: MergedState | None, split: str = "test", limit: int | None = None, batch_size: int | None = None,
                  max_length: int | None = None) -> Generator[Progress, None, dict]:

@@ -8,9 +8,11 @@ large model never holds more than one layer's dense task vectors at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
+
+from osrm_gui.core.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class LayerContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # per adapter index: the Gram matrix HᵀH of its task's inputs to this layer (methods with needs_grams)
     grams: dict[int, torch.Tensor] | None = None
+    # per adapter index: the diagonal Fisher (d_out × d_in) of this layer's dense weight under that
+    # adapter's own model, and the Frobenius norm of its Fisher over every layer it adapts (needs_fisher)
+    fishers: dict[int, torch.Tensor] | None = None
+    fisher_norms: dict[int, float] | None = None
 
 
 @dataclass
@@ -127,9 +133,19 @@ class MergeMethod:
     merge_layer: Callable[[list[LoraDelta], LayerContext], LayerResult]
     low_rank: bool = False  # result comes as factors (exportable as a PEFT adapter as is)
     needs_grams: bool = False  # needs each adapter's task feature statistics (RegMean)
+    needs_fisher: bool = False  # needs each adapter's diagonal Fisher of its layers' dense weights (Fisher merging)
     # For methods whose merge is exactly Σ_t w_t ΔW_t: the weights w_t from (coefficients, λ, params).
     # Such a merge can be evaluated with the adapters left as LoRA factors (see core/lora_sum.py).
     adapter_weights: Callable[[tuple[float, ...], float, dict], list[float]] | None = None
+    # For methods whose merge spans the whole model (OPCM's global rescale): called instead of the layer
+    # engine as merge_model(adapters' factors, coefficients, λ, params, seed, device), a generator that
+    # yields Progress and returns {layer name: LayerResult}.
+    merge_model: Callable[..., Generator[Progress, None, dict[str, LayerResult]]] | None = None
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether the merge reads each adapter's task data (its result depends on it)."""
+        return self.needs_grams or self.needs_fisher
 
     def resolve_params(self, given: dict | None) -> dict:
         """Defaults filled in, each value validated; unknown names are an error."""

@@ -55,8 +55,13 @@ def merge_layers(
     seed: int = 0,
     device: torch.device | str = "cpu",
     grams: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    fishers: Sequence[Mapping[str, torch.Tensor]] | None = None,
 ) -> Iterator[tuple[str, LayerResult]]:
     """Merge ``adapters`` layer by layer; yields ``(layer_name, LayerResult)``.
+
+    ``grams`` (methods with ``needs_grams``): per adapter, the Gram matrix of its task's inputs
+    per layer. ``fishers`` (``needs_fisher``): per adapter, the diagonal Fisher (d_out × d_in)
+    of each of its layers' dense weights.
 
     Everything is validated before the first layer is merged (this function is
     not itself a generator, so errors surface at the call).
@@ -81,10 +86,35 @@ def merge_layers(
             missing = sorted(set(adapter) - set(gram))
             if missing:
                 raise ValueError(f"method {method.name!r}: no Gram matrix for layer {missing[0]!r} of adapter {i}")
-    return _iterate(adapters, method, names, coefficients, float(lam), resolved, int(seed), torch.device(device), grams)
+    fisher_norms = _check_fishers(adapters, method, fishers) if method.needs_fisher else None
+    return _iterate(adapters, method, names, coefficients, float(lam), resolved, int(seed), torch.device(device), grams,
+                    fishers if method.needs_fisher else None, fisher_norms)
 
 
-def _iterate(adapters, method, names, coefficients, lam, params, seed, device, grams=None):
+def _check_fishers(adapters, method, fishers) -> list[float]:
+    """Every adapter's Fisher covers its layers with the layer's shape, finite and ≥ 0; returns
+    the Frobenius norm of each adapter's Fisher over its layers (the whole model's)."""
+    if fishers is None or len(fishers) != len(adapters):
+        raise ValueError(f"method {method.name!r} needs the Fisher information of every adapter (computed on its task's data)")
+    norms = []
+    for i, (adapter, fisher) in enumerate(zip(adapters, fishers)):
+        squares = 0.0
+        for name, (A, B, _scaling) in sorted(adapter.items()):
+            if name not in fisher:
+                raise ValueError(f"method {method.name!r}: no Fisher information for layer {name!r} of adapter {i}")
+            values = fisher[name]
+            if tuple(values.shape) != (B.shape[0], A.shape[1]):
+                raise ValueError(f"method {method.name!r}: the Fisher of layer {name!r} of adapter {i} is {tuple(values.shape)}, "
+                                 f"the layer is {B.shape[0]} × {A.shape[1]}")
+            values = values.double()
+            if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+                raise ValueError(f"method {method.name!r}: the Fisher of layer {name!r} of adapter {i} has negative or non-finite values")
+            squares += float((values * values).sum())
+        norms.append(math.sqrt(squares))
+    return norms
+
+
+def _iterate(adapters, method, names, coefficients, lam, params, seed, device, grams=None, fishers=None, fisher_norms=None):
     for name in names:
         deltas = [
             LoraDelta(
@@ -99,7 +129,11 @@ def _iterate(adapters, method, names, coefficients, lam, params, seed, device, g
         layer_grams = None
         if grams is not None:
             layer_grams = {i: g[name].to(device=device, dtype=torch.float64) for i, g in enumerate(grams) if name in g and name in adapters[i]}
-        ctx = LayerContext(name, coefficients, lam, dict(params), layer_seed(seed, name), device, layer_grams)
+        layer_fishers = layer_norms = None
+        if fishers is not None:
+            layer_fishers = {i: f[name].to(device=device) for i, f in enumerate(fishers) if name in f and name in adapters[i]}
+            layer_norms = {i: fisher_norms[i] for i in layer_fishers}
+        ctx = LayerContext(name, coefficients, lam, dict(params), layer_seed(seed, name), device, layer_grams, layer_fishers, layer_norms)
         result = method.merge_layer(deltas, ctx)
         del deltas
         yield name, result
