@@ -18,6 +18,7 @@ from osrm_gui.gui.dialogs.export_dialog import ExportDialog
 from osrm_gui.gui.plots.results_plot import ResultsPlot
 from osrm_gui.gui.state import SessionModel
 from osrm_gui.gui.widgets.adapters_panel import AdaptersPanel
+from osrm_gui.gui.widgets.continual_panel import ContinualPanel
 from osrm_gui.gui.widgets.history_panel import HistoryPanel
 from osrm_gui.gui.widgets.merge_panel import MergePanel
 from osrm_gui.gui.widgets.osrm_panel import OsrmPanel
@@ -80,6 +81,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.results, "Per-task metrics")
         self.tabs.addTab(self.sweeps, "Coefficient sweep")
+        self.tabs.addTab(ContinualPanel(model), "Continual")
         self.tabs.addTab(self.history, "History")
         self.tabs.addTab(self.subspaces, "Subspaces")
         self.tabs.addTab(self.osrm, "OSRM")

@@ -278,7 +278,8 @@ def test_registry_order_and_unknown_name():
     assert list(METHODS)[:9] == [
         "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune", "concat", "svd", "regmean",
     ]
-    assert {"emr", "iso_c", "iso_cts", "tsv", "knots_ties", "knots_dare_ties"} <= set(METHODS)
+    assert {"emr", "iso_c", "iso_cts", "tsv", "knots_ties", "knots_dare_ties", "do_merging", "della", "della_linear", "breadcrumbs",
+            "breadcrumbs_ties", "sce", "doge", "fisher", "opcm"} <= set(METHODS)
     assert all(p.title for m in METHODS.values() for p in m.params)
     assert all(m.label and m.doc for m in METHODS.values())
     with pytest.raises(ValueError, match="linear.*svd.*regmean"):

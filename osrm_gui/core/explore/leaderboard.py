@@ -37,6 +37,7 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     "knots_ties": WIDE_GRID,
     "knots_dare_ties": WIDE_GRID,
     "doge": WIDE_GRID,
+    "fisher": (1.0, 2.0, 3.0, 4.0),  # an average, like linear
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from osrm_gui.core.merge import (
     breadcrumbs, concat, dare, della, do_merging, emr, iso, knots, linear, magnitude_prune, regmean, sce, svd, task_arithmetic, ties, tsv,
 )
+from osrm_gui.core.merge import doge, fisher, opcm
 from osrm_gui.core.merge.base import LayerContext, LayerResult, LoraDelta, MergeMethod, Param
 from osrm_gui.core.merge.engine import fidelity, layer_seed, merge_layers
 
@@ -36,6 +37,9 @@ METHODS: dict[str, MergeMethod] = {
         breadcrumbs.BREADCRUMBS,
         breadcrumbs.BREADCRUMBS_TIES,
         sce.METHOD,
+        doge.METHOD,
+        fisher.METHOD,
+        opcm.METHOD,
     )
 }
 

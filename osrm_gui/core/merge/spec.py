@@ -88,18 +88,31 @@ class MergedState:
 
 
 def merge_adapters(
-    adapters: list[Adapter], spec: MergeSpec, device: torch.device | str = "cpu", grams: list[dict[str, torch.Tensor]] | None = None
+    adapters: list[Adapter], spec: MergeSpec, device: torch.device | str = "cpu", grams: list[dict[str, torch.Tensor]] | None = None,
+    fishers: list[dict[str, torch.Tensor]] | None = None,
 ) -> Generator[Progress, None, MergedState]:
-    """``grams``: per adapter, the Gram matrix of its task's features per layer (RegMean)."""
+    """``grams``: per adapter, the Gram matrix of its task's features per layer (RegMean);
+    ``fishers``: per adapter, the diagonal Fisher of each of its layers' dense weights (Fisher merging)."""
     if not adapters:
         raise OsrmError("no adapters to merge")
     spec = spec.resolved(len(adapters))
     method = get_method(spec.method)
     names = sorted({name for adapter in adapters for name in adapter.layers})
     layers: dict[str, LayerResult] = {}
+    if method.merge_model is not None:  # a whole-model method (OPCM's global rescale): no layer engine
+        try:
+            layers = yield from method.merge_model([a.factors() for a in adapters], tuple(spec.coefficients), spec.lam, spec.params,
+                                                   spec.seed, device)
+        except ValueError as exc:
+            raise OsrmError(str(exc)) from None
+        for name, result in layers.items():
+            if not all(bool(torch.isfinite(t).all()) for t in (result.delta, result.A, result.B) if t is not None):
+                raise OsrmError(f"merging layer {name} with {spec.method} gave non-finite values (overflow); lower the coefficients or λ")
+        return MergedState(spec, layers)
     try:
         for done, (name, result) in enumerate(
-            merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device, grams), 1
+            merge_layers([a.factors() for a in adapters], method, spec.coefficients, spec.lam, spec.params, spec.seed, device, grams,
+                         fishers), 1
         ):
             factors = [result.delta] if result.delta is not None else [result.A, result.B]
             factors += list((result.task_deltas or {}).values())
