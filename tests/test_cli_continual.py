@@ -7,22 +7,7 @@ import csv
 
 import pytest
 
-from osrm_gui.cli import main
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+from tests.cli_support import one_error_line, run
 
 
 def table_rows(out: str) -> list[list[str]]:

@@ -3,24 +3,9 @@ writing anything: not to the run history, not to the CSV."""
 
 import pytest
 
-from osrm_gui.cli import main
+from tests.cli_support import one_error_line, run
 from osrm_gui.core.explore.history import History
 from tests.core.test_history_robustness import REFUSED, snapshot, write_history
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))

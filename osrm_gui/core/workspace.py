@@ -79,16 +79,20 @@ class Workspace:
             fishers = yield from self.adapter_fishers(int(spec.params["fisher_examples"]), spec.seed)
         return (yield from merge_adapters(self.adapters, spec, self.base.device, grams, fishers))
 
+    def _adapter_tasks(self, why: str) -> list[tuple[Adapter, Task]]:
+        """Each adapter with the task it serves; ``why`` says what needs it when one has none."""
+        by_adapter = {id(self.pairs[t.name]): t for t in self.tasks}
+        for adapter in self.adapters:
+            if id(adapter) not in by_adapter:
+                raise OsrmError(f"{adapter.path}: {why}")
+        return [(a, by_adapter[id(a)]) for a in self.adapters]
+
     def adapter_grams(self) -> Generator[Progress, None, list[dict]]:
         """Per adapter, the Gram matrices of its task's inputs to each of its layers (pretrained base)."""
         from osrm_gui.core.osrm.features import cached_features
 
-        by_adapter = {id(a): t for t in self.tasks for a in [self.pairs[t.name]]}
         grams = []
-        for adapter in self.adapters:
-            task = by_adapter.get(id(adapter))
-            if task is None:
-                raise OsrmError(f"{adapter.path}: RegMean needs the adapter's task data to collect its feature statistics")
+        for adapter, task in self._adapter_tasks("RegMean needs the adapter's task data to collect its feature statistics"):
             key = f"{adapter.content_hash}|{task.content_hash()}"
             if key not in self._grams:
                 features = yield from cached_features(self.base, task, adapter.targets, self.feature_samples)
@@ -101,12 +105,8 @@ class Workspace:
         (base + adapter + head), over ``examples`` training inputs of its task drawn with ``seed``."""
         from osrm_gui.core.osrm.fisher_info import MAX_LENGTH, collect_fisher
 
-        by_adapter = {id(a): t for t in self.tasks for a in [self.pairs[t.name]]}
         fishers = []
-        for adapter in self.adapters:
-            task = by_adapter.get(id(adapter))
-            if task is None:
-                raise OsrmError(f"{adapter.path}: Fisher merging needs the adapter's task data to compute its Fisher information")
+        for adapter, task in self._adapter_tasks("Fisher merging needs the adapter's task data to compute its Fisher information"):
             key = f"{adapter.content_hash}|{task.content_hash()}|{examples}|{seed}|{MAX_LENGTH}"
             if key not in self._fishers:
                 self._fishers[key] = yield from collect_fisher(self.base, adapter, task, examples, seed)
