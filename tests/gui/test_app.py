@@ -381,3 +381,25 @@ def test_adapter_by_hub_id_and_the_downloads_setting(qtbot, window, tmp_path, ti
     qtbot.waitUntil(lambda: window.device_label.text().startswith("tiny-bert on"), timeout=30000)
     wait_idle(qtbot, window)
     assert window.model.session.base.hub_id.startswith("acme/tiny-bert@") and len(table_names(window)) == 3
+
+
+def test_leaderboard_dialog_sorts_methods_by_their_numbers(qtbot, tmp_path):
+    from osrm_gui.core.explore.leaderboard import MethodRun, save
+    from osrm_gui.gui.dialogs.leaderboard_dialog import LeaderboardDialog
+
+    def run(method, family, seed, average):
+        return MethodRun(method, family, seed, 0.4, {"0.4": average}, {"a": average, "b": average}, {"a": 0.9, "b": 0.9}, 0.2, 1000)
+
+    runs = [run(m, f, s, base + 0.01 * s + (0.05 if f == "osrm-cov" else 0))
+            for m, base in (("ties", 0.70), ("iso_c", 0.60), ("emr", 0.80)) for f in ("peft-default", "osrm-cov") for s in range(3)]
+    save(runs, tmp_path / "leaderboard.json", {"command": "osrm demo leaderboard"})
+    dialog = LeaderboardDialog(tmp_path / "leaderboard.json")
+    qtbot.addWidget(dialog)
+    table = dialog.table
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert table.rowCount() == 6 and headers[:4] == ["method", "family", "seeds", "test average"]
+    table.sortItems(3, Qt.DescendingOrder)
+    assert [table.item(r, 0).text() for r in range(2)] == ["emr", "emr"] and table.item(0, 1).text() == "osrm-cov"
+    assert table.item(5, 0).text() == "iso_c"
+    verdicts = {dialog.margins.item(r, 0).text(): dialog.margins.item(r, 3).text() for r in range(dialog.margins.rowCount())}
+    assert verdicts == {"ties": "yes", "iso_c": "yes", "emr": "yes"}

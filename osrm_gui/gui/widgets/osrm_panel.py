@@ -107,10 +107,15 @@ class OsrmPanel(QWidget):
         compare.setObjectName("showCompare")
         compare.setToolTip("Results of `osrm demo compare` for the demo suite (peft's default init vs OSRM, over seeds)")
         compare.clicked.connect(self.show_compare)
+        board = QPushButton("Demo: merge methods…")
+        board.setObjectName("showLeaderboard")
+        board.setToolTip("Results of `osrm demo leaderboard`: every merge method on the demo, λ chosen on validation, test reported")
+        board.clicked.connect(self.show_leaderboard)
         other = QHBoxLayout()
         other.addWidget(project)
         other.addStretch()
         other.addWidget(compare)
+        other.addWidget(board)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(stats_box)
@@ -207,6 +212,18 @@ class OsrmPanel(QWidget):
             self.status.setText(f"No comparison saved yet ({path}); make one with `osrm demo compare --json {path}`.")
             return None
         dialog = CompareDialog(path, self)
+        dialog.open()
+        return dialog
+
+    def show_leaderboard(self):
+        from osrm_gui.core.paths import demo_dir
+        from osrm_gui.gui.dialogs.leaderboard_dialog import LeaderboardDialog
+
+        path = demo_dir() / "leaderboard.json"
+        if not path.is_file():
+            self.status.setText(f"No leaderboard saved yet ({path}); make one with `osrm demo leaderboard --json {path}`.")
+            return None
+        dialog = LeaderboardDialog(path, self)
         dialog.open()
         return dialog
 
