@@ -72,6 +72,19 @@ class MergedState:
     def low_rank(self) -> bool:
         return all(r.A is not None for r in self.layers.values())
 
+    def scaled(self, factor: float) -> "MergedState":
+        """The same merge at ``factor`` times its λ. Every registered method is linear in λ (a test
+        holds them to it), so a λ grid needs one merge, not one per value."""
+        layers = {
+            name: LayerResult(
+                delta=None if r.delta is None else factor * r.delta, A=r.A, B=None if r.B is None else factor * r.B,
+                truncation_error=r.truncation_error,
+                task_deltas=None if r.task_deltas is None else {i: factor * t for i, t in r.task_deltas.items()},
+            )
+            for name, r in self.layers.items()
+        }
+        return MergedState(MergeSpec(self.spec.method, self.spec.coefficients, self.spec.lam * factor, self.spec.params, self.spec.seed), layers)
+
     @property
     def per_task(self) -> bool:
         """Whether each task runs with its own update (see LayerResult.task_deltas)."""
