@@ -67,6 +67,8 @@ def _add_leaderboard(demo_sub) -> None:
     q.add_argument("--limit", type=positive_int, help="score only the first N examples of each task and split")
     q.add_argument("--json", type=Path, help="write every run's numbers to this JSON file")
     q.add_argument("--from-json", type=Path, help="only print the summary of a JSON file written before")
+    q.add_argument("--resume", action="store_true", help="keep the runs already in --json and add only the missing ones "
+                   "(the file is rewritten after every adapter set, so an interrupted leaderboard loses at most one)")
     q.add_argument("--device", default="auto")
     q.set_defaults(func=main)
 
@@ -88,22 +90,28 @@ def leaderboard(args) -> int:
                 raise OsrmError(f"--families: unknown family {family!r}; choose from {', '.join(cmp.FAMILIES)}")
         seeds = [int(s) for s in args.seeds.split(",")]
         methods = board.all_methods() if args.methods == "all" else board.check_methods(args.methods.split(","))
-        if args.json:
+        if args.resume and not args.json:
+            raise OsrmError("--resume needs --json FILE, the leaderboard to add to")
+        kept = board.load(args.json)[1] if args.resume and args.json.is_file() else []
+        if args.json and not args.resume:
             check_outputs(args, args.json)
         tasks = [load_demo_task(name) for name in DEMO_TASKS]
         work = args.work or cache_dir().parent / "demo-compare"
         settings = TrainSettings(**{**LORA, "steps": args.steps})
         device = None if args.device == "auto" else args.device
-        runs = []
-        for family in families:
-            for seed in seeds:
-                paths = drive(cmp.train_family(family, seed, tasks, work, settings, device), f"train {family} seed {seed}")
-                ws = open_workspace(None, paths, [t.extra.get("spec") for t in tasks], device=device)
-                runs += drive(board.run_methods(ws, family, seed, methods, args.limit), f"{family} seed {seed}")
         meta = {"command": f"osrm demo leaderboard --families {args.families} --seeds {args.seeds} --methods {args.methods}"
                 + (f" --limit {args.limit}" if args.limit else ""), "lora": {**LORA, "steps": args.steps}, "built_with": f"osrm-gui {__version__}"}
-        if args.json:
-            board.save(runs, args.json, meta)
+        runs = list(kept)
+        for family in families:
+            for seed in seeds:
+                missing = board.missing_methods(kept, family, seed, methods)
+                if not missing:
+                    continue
+                paths = drive(cmp.train_family(family, seed, tasks, work, settings, device), f"train {family} seed {seed}")
+                ws = open_workspace(None, paths, [t.extra.get("spec") for t in tasks], device=device)
+                runs += drive(board.run_methods(ws, family, seed, missing, args.limit), f"{family} seed {seed}")
+                if args.json:
+                    board.save(runs, args.json, meta)  # after every adapter set: an interruption loses one at most
     print(meta["command"])
     print("test average over the demo tasks at the λ each run chose on validation; ± is the standard deviation over seeds\n")
     print(format_table(board.summarise(runs)))

@@ -73,3 +73,10 @@ def test_every_method_is_linear_in_lambda_so_one_merge_serves_a_grid(ws):
             for task in (None, 0, 1):
                 want, got = direct.layers[layer].dense(task).double(), scaled.layers[layer].dense(task).double()
                 assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()) + 1e-12, (name, layer, task)
+
+
+def test_a_resumed_leaderboard_runs_only_what_is_missing():
+    kept = [_run("ties", "base", 0, 0.7), _run("emr", "base", 0, 0.8), _run("ties", "base", 1, 0.7)]
+    assert board.missing_methods(kept, "base", 0, ["ties", "emr", "iso_c"]) == ["iso_c"]
+    assert board.missing_methods(kept, "base", 1, ["ties", "emr"]) == ["emr"]
+    assert board.missing_methods(kept, "osrm", 0, ["ties"]) == ["ties"]

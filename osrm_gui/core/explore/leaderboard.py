@@ -144,6 +144,12 @@ def family_margin(runs: list[MethodRun], better: str, than: str) -> list[dict]:
     return rows
 
 
+def missing_methods(kept: list[MethodRun], family: str, seed: int, methods: list[str]) -> list[str]:
+    """The methods still to run on one adapter set, given the runs a resumed leaderboard keeps."""
+    done = {r.method for r in kept if (r.family, r.seed) == (family, seed)}
+    return [m for m in methods if m not in done]
+
+
 def all_methods() -> list[str]:
     return list(METHODS)
 
