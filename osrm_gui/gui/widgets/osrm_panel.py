@@ -204,26 +204,24 @@ class OsrmPanel(QWidget):
         self.status.setText(f"Trained {len(paths)} adapter(s) into {self.out.text()}; they are in the adapters list.")
 
     def show_compare(self):
-        from osrm_gui.core.paths import demo_dir
         from osrm_gui.gui.dialogs.compare_dialog import CompareDialog
 
-        path = demo_dir() / "compare.json"
-        if not path.is_file():
-            self.status.setText(f"No comparison saved yet ({path}); make one with `osrm demo compare --json {path}`.")
-            return None
-        dialog = CompareDialog(path, self)
-        dialog.open()
-        return dialog
+        return self._open_saved("compare.json", "comparison", "osrm demo compare", CompareDialog)
 
     def show_leaderboard(self):
-        from osrm_gui.core.paths import demo_dir
         from osrm_gui.gui.dialogs.leaderboard_dialog import LeaderboardDialog
 
-        path = demo_dir() / "leaderboard.json"
+        return self._open_saved("leaderboard.json", "leaderboard", "osrm demo leaderboard", LeaderboardDialog)
+
+    def _open_saved(self, name: str, what: str, command: str, dialog_class):
+        """A saved demo result in its viewer, or a status line saying how to make it."""
+        from osrm_gui.core.paths import demo_dir
+
+        path = demo_dir() / name
         if not path.is_file():
-            self.status.setText(f"No leaderboard saved yet ({path}); make one with `osrm demo leaderboard --json {path}`.")
+            self.status.setText(f"No {what} saved yet ({path}); make one with `{command} --json {path}`.")
             return None
-        dialog = LeaderboardDialog(path, self)
+        dialog = dialog_class(path, self)
         dialog.open()
         return dialog
 
