@@ -14,29 +14,13 @@ from osrm_gui.core.merge.do_merging import METHOD as DO_MERGING
 from osrm_gui.core.merge.do_merging import orthogonalize
 from osrm_gui.core.merge.sce import METHOD as SCE
 
-D_OUT, D_IN = 7, 9
+from tests.core.test_merge import D_IN, D_OUT, make_deltas, np_dense  # noqa: E402  (the same random task vectors)
 ALL = (DO_MERGING, DELLA, DELLA_LINEAR, BREADCRUMBS, BREADCRUMBS_TIES, SCE)
-
-
-def make_deltas(ranks, dtype=torch.float64, seed=0, d_out=D_OUT, d_in=D_IN):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        LoraDelta(
-            index=i,
-            A=torch.randn(r, d_in, generator=g, dtype=dtype),
-            B=torch.randn(d_out, r, generator=g, dtype=dtype),
-            scaling=0.5 + float(torch.rand(1, generator=g)),
-        )
-        for i, r in enumerate(ranks)
-    ]
 
 
 def ctx_for(method, coefficients, lam=1.0, seed=0, **params):
     return LayerContext("layer", tuple(coefficients), lam, method.resolve_params(params), seed)
 
-
-def np_dense(d):
-    return d.scaling * (d.B.double().numpy() @ d.A.double().numpy())
 
 
 def merged(method, deltas, ctx):
