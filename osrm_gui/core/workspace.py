@@ -53,13 +53,9 @@ class Workspace:
         if not get_method(spec.method).needs_data:
             return None
         samples = self.data_samples(spec)
-        by_adapter = {id(self.pairs[t.name]): t for t in self.tasks}
-        missing = [str(a.path) for a in self.adapters if id(a) not in by_adapter]
-        if missing:
-            raise OsrmError(f"{spec.method} reads each adapter's task data, and none is known for {', '.join(missing)}; name it with --task")
-        tasks = [by_adapter[id(a)] for a in self.adapters]
+        pairs = self._adapter_tasks(f"{spec.method} reads the adapter's task data, and none is known for it; name it with --task")
         return [{"task": t.name, "spec": t.extra.get("spec") or t.name, "hash": t.content_hash(), "samples": samples}
-                for t in tasks]
+                for _, t in pairs]
 
     def data_samples(self, spec: MergeSpec) -> int:
         """Examples per task a data-dependent merge reads: ``fisher_examples`` for Fisher merging,

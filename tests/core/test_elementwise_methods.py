@@ -14,7 +14,7 @@ from osrm_gui.core.merge.do_merging import METHOD as DO_MERGING
 from osrm_gui.core.merge.do_merging import orthogonalize
 from osrm_gui.core.merge.sce import METHOD as SCE
 
-from tests.core.test_merge import D_IN, D_OUT, make_deltas, np_dense  # noqa: E402  (the same random task vectors)
+from tests.core.test_merge import D_IN, D_OUT, make_deltas, np_dense
 ALL = (DO_MERGING, DELLA, DELLA_LINEAR, BREADCRUMBS, BREADCRUMBS_TIES, SCE)
 
 
