@@ -226,6 +226,18 @@ def test_regmean_on_a_workspace(tiny_base_dir, tiny_adapters):
     merged = run_to_end(ws.merge(MergeSpec("regmean", [1.0, 1.0], 1.0, {"alpha": 0.9})))
     scores = run_to_end(ws.evaluate(merged))
     assert set(scores) == {"colour", "animal"}
+    # per-token Grams: a task with longer texts must not outweigh the others by its token count
+    from osrm_gui.core.osrm.features import cached_features
+
+    grams = run_to_end(ws.adapter_grams())
+    for (adapter, task), own in zip(ws._adapter_tasks(""), grams):
+        features = run_to_end(cached_features(ws.base, task, adapter.targets, ws.feature_samples))
+        for name, stats in features.layers.items():
+            torch.testing.assert_close(own[name], stats.gram / stats.count)
+    layer = next(iter(merged.layers))
+    dense = [a.layers[layer].delta().double() for a in ws.adapters]
+    expected = regmean_merge(dense, [g[layer] for g in grams], [1.0, 1.0], 0.9)
+    torch.testing.assert_close(merged.layers[layer].delta.double(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_subspace_energy_matches_the_trace_formula():

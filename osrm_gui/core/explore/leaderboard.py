@@ -36,7 +36,9 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     "tsv": WIDE_GRID,
     "knots_ties": WIDE_GRID,
     "knots_dare_ties": WIDE_GRID,
-    "doge": WIDE_GRID,
+    # DOGE rescales every task vector to norm lamda (0.07) first, so λ·lamda is the norm each
+    # task contributes; LoRA deltas on the demo have per-layer norms of ~5, so λ reaches ~50.
+    "doge": (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0),
     "fisher": (1.0, 2.0, 3.0, 4.0),  # an average, like linear
 }
 

@@ -8,7 +8,8 @@ the base weight drops out, so only the deltas are merged:
     ΔW* = λ · [ (Σ_t G̃_t)⁻¹ Σ_t G̃_t (c_t ΔW_t)ᵀ ]ᵀ
 
 The Gram matrices are the pretrained base's feature statistics (the same ones OSRM
-collects), not the fine-tuned models' inputs as in the original paper.
+collects), not the fine-tuned models' inputs as in the original paper,
+and averaged per token so that each task weighs the same whatever its text lengths.
 """
 
 from __future__ import annotations
