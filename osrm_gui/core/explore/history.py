@@ -86,7 +86,7 @@ class HistoryPoint:
     adapters: list[str]  # display names, in merge order
     adapter_hashes: list[str]
     split: str
-    limit: int | None
+    limit: int | None  # the fidelity, examples per task scored: a sweep's first N, or a search trial's N of a seeded subset; None: all
     scores: dict[str, float]  # task -> its metric
     kind: str = "preview"  # "preview" (a subset of each task) or "full"
     label: str | None = None  # e.g. the sweep that produced it

@@ -11,7 +11,7 @@ copied and nothing is reloaded, so a point costs one evaluation forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -56,6 +56,20 @@ class LoraSum:
             raise ValueError(f"{len(weights)} weights for {self.count} adapters")
         w = torch.tensor([float(v) for v in weights], dtype=torch.float64)
         for layer in self.layers.values():
+            layer.scale.copy_((w[layer.owners] * layer.scalings).to(layer.scale.dtype))
+
+    def set_layer_weights(self, weights: Mapping[str, Sequence[float]]) -> None:
+        """The merge ``Σ_t weights[layer][t] ΔW_t`` with weights of its own for each layer (a search
+        over layer groups). Every layer must be given: a layer left out would keep stale weights."""
+        missing = sorted(set(self.layers) - set(weights))
+        unknown = sorted(set(weights) - set(self.layers))
+        if missing or unknown:
+            raise ValueError(f"layer weights must name exactly the adapted layers (missing: {', '.join(missing) or 'none'}; "
+                             f"unknown: {', '.join(unknown) or 'none'})")
+        for name, layer in self.layers.items():
+            if len(weights[name]) != self.count:
+                raise ValueError(f"{len(weights[name])} weights for {self.count} adapters on layer {name}")
+            w = torch.tensor([float(v) for v in weights[name]], dtype=torch.float64)
             layer.scale.copy_((w[layer.owners] * layer.scalings).to(layer.scale.dtype))
 
     @contextmanager
