@@ -12,7 +12,7 @@ import threading
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from osrm_gui import __version__  # noqa: E402
-from osrm_gui.cli import analyze, continual, demo, explore, info, merging, osrm  # noqa: E402
+from osrm_gui.cli import adamerging, analyze, continual, demo, explore, guard, info, merging, osrm, search  # noqa: E402
 from osrm_gui.core.errors import OsrmError  # noqa: E402
 from osrm_gui.core.inputs import hub  # noqa: E402
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"osrm-gui {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (info, osrm, merging, explore, analyze, continual, demo):
+    for family in (info, osrm, merging, explore, search, analyze, guard, continual, adamerging, demo):
         family.add_parsers(sub)
     return parser
 
