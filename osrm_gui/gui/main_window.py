@@ -18,6 +18,7 @@ from osrm_gui.gui.dialogs.export_dialog import ExportDialog
 from osrm_gui.gui.plots.results_plot import ResultsPlot
 from osrm_gui.gui.state import SessionModel
 from osrm_gui.gui.widgets.adapters_panel import AdaptersPanel
+from osrm_gui.gui.widgets.automatic_panel import AutomaticPanel
 from osrm_gui.gui.widgets.continual_panel import ContinualPanel
 from osrm_gui.gui.widgets.history_panel import HistoryPanel
 from osrm_gui.gui.widgets.merge_panel import MergePanel
@@ -82,6 +83,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.results, "Per-task metrics")
         self.tabs.addTab(self.sweeps, "Coefficient sweep")
         self.tabs.addTab(ContinualPanel(model), "Continual")
+        self.automatic = AutomaticPanel(model)
+        self.tabs.addTab(self.automatic, "Automatic")
         self.tabs.addTab(self.history, "History")
         self.tabs.addTab(self.subspaces, "Subspaces")
         self.tabs.addTab(self.osrm, "OSRM")

@@ -15,6 +15,7 @@ from superqt.utils import create_worker
 from osrm_gui.core.device import describe_device
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.merge import METHODS
+from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.progress import Progress
 from osrm_gui.core.session import AdapterSlot, EvalResult, MergeSession, open_session
 from osrm_gui.core.explore.history import History, HistoryDamaged, HistoryPoint, default_history_path, history_path_for, set_aside
@@ -246,6 +247,11 @@ class SessionModel(QObject):
             if not event.reused:
                 self.historyChanged.emit()
 
+    def run_history(self) -> History:
+        """The session's run history, opened here on the GUI thread (see _ensure_history)."""
+        self._ensure_history()
+        return self.session.history
+
     def history_points(self) -> list[HistoryPoint]:
         if self.session.base is None:
             return []
@@ -303,6 +309,18 @@ class SessionModel(QObject):
             return
         self.undo.push(_ApplyPoint(self, point, labels))
 
+    def apply_spec(self, spec: MergeSpec, text: str, adapter_hashes: list[str] | None = None) -> None:
+        """Load a merge found by a job (method, parameters, λ, a coefficient per enabled adapter) into
+        the merge, undoably; ``adapter_hashes``: the adapters it was found with, refused when they changed."""
+        active = self.session.active()
+        if adapter_hashes is not None and adapter_hashes != [s.adapter.content_hash for s in active]:
+            self.message.emit("That merge was found with other adapters; it cannot be loaded into this merge")
+            return
+        if spec.method not in METHODS or len(spec.coefficients or ()) != len(active):
+            self.message.emit(f"A {spec.method} merge of {len(spec.coefficients or ())} adapters cannot be loaded into this merge")
+            return
+        self.undo.push(_ApplyPoint(self, spec, [s.label for s in active], text))
+
     def export(self, kind: str, out: str, rank: int | None, force: bool, on_done) -> None:
         self.jobs.start(f"Export ({kind})", lambda: self.session.export_job(kind, out, rank, force), on_done)
 
@@ -340,8 +358,8 @@ class _RemoveAdapter(QUndoCommand):
 
 
 class _ApplyPoint(QUndoCommand):
-    def __init__(self, model: SessionModel, point: HistoryPoint, labels: list[str]):
-        super().__init__(f"Load point {point.id} ({point.method})")
+    def __init__(self, model: SessionModel, point: HistoryPoint | MergeSpec, labels: list[str], text: str | None = None):
+        super().__init__(text or f"Load point {point.id} ({point.method})")
         self.model = model
         session = model.session
         self.new = (point.method, dict(point.params), point.lam, point.seed, dict(zip(labels, point.coefficients)))

@@ -93,6 +93,16 @@ def test_method_switch_shows_its_parameters(qtbot, window):
         density.setValue(0.2)
     wait_idle(qtbot, window)
     assert window.model.result.spec.method == "ties" and window.model.result.spec.params["density"] == pytest.approx(0.2)
+    # a merge loaded from elsewhere (search's apply best, a history point) with the same method shows its values
+    from osrm_gui.core.merge.spec import MergeSpec
+
+    n = len(window.model.session.active())
+    window.model.apply_spec(MergeSpec("ties", [1.0] * n, 1.0, {"density": 0.7}), "Apply search result")
+    wait_idle(qtbot, window)
+    assert density.value() == pytest.approx(0.7) and window.model.session.method_params()["density"] == pytest.approx(0.7)
+    window.model.undo.undo()
+    wait_idle(qtbot, window)
+    assert density.value() == pytest.approx(0.2)
     picker.setCurrentIndex(picker.findData("svd"))
     wait_idle(qtbot, window)
     assert window.merge.findChild(object, "param:rank") is not None

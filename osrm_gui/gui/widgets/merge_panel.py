@@ -158,6 +158,7 @@ class MergePanel(QWidget):
 
     def _rebuild_params(self, method) -> None:
         if getattr(self, "_params_for", None) == method.name:
+            self._refresh_param_values()  # a loaded point or applied search result may change them
             return
         self._params_for = method.name
         while self.params_form.rowCount():
@@ -171,6 +172,19 @@ class MergePanel(QWidget):
             label.setToolTip(param.doc)
             self.params_form.addRow(label, widget)
         self.params_box.setVisible(bool(method.params))
+
+    def _refresh_param_values(self) -> None:
+        values = self.model.session.method_params()
+        for name, value in values.items():
+            widget = self.findChild(QWidget, f"param:{name}")
+            if widget is None:
+                continue
+            widget.blockSignals(True)  # the session already holds the value: do not echo it back as an edit
+            if isinstance(widget, QComboBox):
+                widget.setCurrentText(str(value))
+            elif widget.value() != value:
+                widget.setValue(value)
+            widget.blockSignals(False)
 
     def _param_widget(self, param, value):
         if param.choices:
