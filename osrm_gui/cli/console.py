@@ -36,6 +36,27 @@ def drive(generator, desc: str, quiet: bool = False):
         generator.close()
 
 
+def print_events(job, kind: type, line):
+    """``job``'s Progress for :func:`drive`'s bars; each ``kind`` event printed as ``line(event)`` as
+    soon as it arrives (above the bars); other events are dropped."""
+    from tqdm import tqdm
+
+    from osrm_gui.core.progress import Progress
+
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(event, kind):
+                tqdm.write(line(event), file=sys.stdout)
+            elif isinstance(event, Progress):
+                yield event
+    finally:
+        job.close()
+
+
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "(nothing)"

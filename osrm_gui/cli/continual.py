@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-import sys
 
-from osrm_gui.cli.console import drive, format_table
+from osrm_gui.cli.console import drive, format_table, print_events
 from osrm_gui.cli.options import (
     add_base, check_outputs, finite_float, non_negative_int, positive_int, print_warnings, write_csv,
 )
@@ -74,21 +73,13 @@ def check_alpha(value: float) -> float:
 
 def _printing(run):
     """The run's progress for the bars; each scored step printed as it arrives."""
-    from tqdm import tqdm
-
     from osrm_gui.core.explore.continual import ArrivalScores
 
-    while True:
-        try:
-            event = next(run)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(event, ArrivalScores):
-            values = ", ".join(f"{task} {value:.4f}" for task, value in event.scores.items())
-            tqdm.write(f"order {event.order + 1}, step {event.step} (+{event.adapter}): {values or 'no task arrived yet'}", file=sys.stdout)
-        else:
-            yield event
+    def line(event) -> str:
+        values = ", ".join(f"{task} {value:.4f}" for task, value in event.scores.items())
+        return f"order {event.order + 1}, step {event.step} (+{event.adapter}): {values or 'no task arrived yet'}"
 
+    return print_events(run, ArrivalScores, line)
 
 def summary_table(result) -> list[dict]:
     """One row per step: the average over the tasks arrived and each task (mean ± std over the orders when several;

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from osrm_gui.cli.console import drive, format_table
+from osrm_gui.cli.console import drive, format_table, print_events
 from osrm_gui.cli.options import add_merge_command, check_outputs, finite_float, workspace_and_spec
 from osrm_gui.core.errors import OsrmError
 
@@ -36,18 +36,12 @@ def _rules(args):
 def report_steps(job):
     """The job's Progress events for the progress bar; each adapter's deltas printed as soon as it is scored."""
     from osrm_gui.core.explore.guard import LeftOut
-    from osrm_gui.core.progress import Progress
 
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(event, LeftOut):
-            deltas = "  ".join(f"{t} {d:+.4f}" for t, d in event.deltas.items())
-            print(f"[{event.index + 1}/{event.total}] without {event.adapter}: Δ {deltas}", flush=True)
-        elif isinstance(event, Progress):
-            yield event
+    def line(event) -> str:
+        deltas = "  ".join(f"{t} {d:+.4f}" for t, d in event.deltas.items())
+        return f"[{event.index + 1}/{event.total}] without {event.adapter}: Δ {deltas}"
+
+    return print_events(job, LeftOut, line)
 
 
 def _print_prescreen(screen) -> None:

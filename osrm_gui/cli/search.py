@@ -84,30 +84,15 @@ def _with_best_so_far(job):
         job.close()
 
 
-def best_rows(result, top: int) -> list[dict]:
-    """The Pareto set (two objectives) or the ``top`` complete trials, best first."""
-    complete = [t for t in result.trials if t.state == "complete"]
-    shown = [t for t in complete if t.number in result.pareto] if result.pareto else complete
-    shown = sorted(shown, key=lambda t: (-t.values[0], t.number))[:top]
-    rows = []
-    for t in shown:
-        row = {"trial": t.number}
-        row.update({name: t.values[i] for i, name in enumerate(result.objectives)})
-        row["examples"] = t.examples
-        if t.feasible is not None:
-            row["feasible"] = "yes" if t.feasible else "no"
-        row["point"] = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-        rows.append(row)
-    return rows
-
-
 def print_result(result, top: int) -> None:
+    from osrm_gui.core.explore.search import best_trial_rows
+
     states = [t.state for t in result.trials]
     print(f"study {result.study_name} ({result.storage or 'in memory'}), {result.sampler}: {len(states)} trials "
           f"({states.count('complete')} complete, {states.count('pruned')} pruned, {states.count('fail')} failed)")
     title = "Pareto set (mean, worst task), best mean first" if result.pareto else f"best {min(top, states.count('complete'))} trials"
     print(f"\n{title}, scored on validation:")
-    print(format_table(best_rows(result, top)))
+    print(format_table(best_trial_rows(result.trials, result.objectives, result.pareto, top)))
     if result.best_point is None:
         print("\nno trial completed: nothing to report on test")
     else:

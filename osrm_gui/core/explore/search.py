@@ -127,6 +127,20 @@ class SearchResult:
         return rows
 
 
+def best_trial_rows(trials: list[SearchTrial], objectives: tuple[str, ...], pareto: list[int] | None, top: int) -> list[dict]:
+    """The Pareto set (two objectives) or the ``top`` best complete trials, best first, for tables."""
+    complete = [t for t in trials if t.state == "complete" and t.values]
+    shown = [t for t in complete if t.number in pareto] if pareto else complete
+    rows = []
+    for t in sorted(shown, key=lambda t: (-t.values[0], t.number))[:top]:
+        row = {"trial": t.number, **dict(zip(objectives, t.values)), "examples": t.examples}
+        if t.feasible is not None:
+            row["feasible"] = "yes" if t.feasible else "no"
+        row["point"] = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        rows.append(row)
+    return rows
+
+
 def default_storage_path(history_path: str | Path) -> Path:
     """Where studies are kept: next to the run history (``history.sqlite`` → ``history.studies.sqlite``)."""
     path = Path(history_path)

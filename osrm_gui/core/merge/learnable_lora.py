@@ -22,7 +22,6 @@ The hooks live on the model only inside :meth:`LearnableLoraMerge.installed`, as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ import torch
 from osrm_gui.core.inputs.adapters import Adapter
 from osrm_gui.core.inputs.models import BaseModel
 from osrm_gui.core.merge.base import LayerResult
+from osrm_gui.core.merge.stacked_lora import layer_hooks
 
 
 def adapted_layers(adapters: Sequence[Adapter]) -> list[str]:
@@ -184,12 +184,6 @@ class LearnableLoraMerge:
         dense updates."""
         return {name: layer.result() for name, layer in self.layers.items()}
 
-    @contextmanager
     def installed(self):
         """The hooks live on the model only inside this block, so other code sees the plain base."""
-        handles = [self.base.model.get_submodule(name).register_forward_hook(layer.hook) for name, layer in self.layers.items()]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
+        return layer_hooks(self.base, self.layers, self)

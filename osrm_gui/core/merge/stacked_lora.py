@@ -72,12 +72,18 @@ class LoraSum:
             w = torch.tensor([float(v) for v in weights[name]], dtype=torch.float64)
             layer.scale.copy_((w[layer.owners] * layer.scalings).to(layer.scale.dtype))
 
-    @contextmanager
     def installed(self):
         """The hooks live on the model only inside this block, so other code sees the plain base."""
-        handles = [self.base.model.get_submodule(name).register_forward_hook(layer.hook) for name, layer in self.layers.items()]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
+        return layer_hooks(self.base, self.layers, self)
+
+
+@contextmanager
+def layer_hooks(base: BaseModel, layers: dict, owner):
+    """``layers[name].hook`` as a forward hook on each named module of ``base`` inside the block
+    (which gets ``owner``), removed on the way out whatever happens."""
+    handles = [base.model.get_submodule(name).register_forward_hook(layer.hook) for name, layer in layers.items()]
+    try:
+        yield owner
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -9,7 +9,7 @@ import numpy as np
 import pyqtgraph as pg
 
 from osrm_gui.gui.plots.image_export import save_svg
-from osrm_gui.gui.plots.sweep_plot import PALETTE
+from osrm_gui.gui.plots.sweep_plot import PALETTE, curve_points
 
 TOTAL = "entropy (sum)"
 VALIDATION = "validation average"
@@ -75,11 +75,7 @@ class AdaMergingCurves(pg.GraphicsLayoutWidget):
 
     def data(self) -> dict[str, tuple[list[float], list[float]]]:
         """The plotted lines: name -> (steps, values)."""
-        out = {}
-        for name, curve in self.curves.items():
-            x, y = curve.getData()
-            out[name] = ([] if x is None else list(map(float, x)), [] if y is None else list(map(float, y)))
-        return out
+        return curve_points(self.curves)
 
     def rows(self) -> list[dict]:
         """One row per step: the entropies and the validation average (empty where not scored)."""

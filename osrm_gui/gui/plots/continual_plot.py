@@ -9,7 +9,7 @@ import pyqtgraph as pg
 
 from osrm_gui.core.explore.continual import ContinualResult
 from osrm_gui.gui.plots.image_export import export_plot
-from osrm_gui.gui.plots.sweep_plot import PALETTE
+from osrm_gui.gui.plots.sweep_plot import PALETTE, curve_points
 
 AVERAGE = "average"
 
@@ -59,11 +59,7 @@ class ContinualPlot(pg.PlotWidget):
 
     def data(self) -> dict[str, tuple[list[float], list[float]]]:
         """The plotted lines: name -> (steps, means)."""
-        out = {}
-        for name, curve in self.curves.items():
-            x, y = curve.getData()
-            out[name] = ([] if x is None else list(map(float, x)), [] if y is None else list(map(float, y)))
-        return out
+        return curve_points(self.curves)
 
     def errors(self) -> dict[str, list[float]]:
         """The error bars' half-heights (the std over the orders), per line."""

@@ -15,6 +15,15 @@ from osrm_gui.gui.plots.image_export import export_plot
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
+
+def curve_points(curves: dict) -> dict[str, tuple[list[float], list[float]]]:
+    """What each named curve plots, as plain lists (empty for a curve not drawn yet)."""
+    out = {}
+    for name, curve in curves.items():
+        x, y = curve.getData()
+        out[name] = ([] if x is None else list(map(float, x)), [] if y is None else list(map(float, y)))
+    return out
+
 class SweepPlot(pg.PlotWidget):
     def __init__(self, parent=None):
         super().__init__(parent, background="w")
@@ -92,7 +101,7 @@ class SweepPlot(pg.PlotWidget):
 
     def data(self) -> dict[str, tuple[list[float], list[float]]]:
         """The plotted lines: name -> (x, y)."""
-        return {name: tuple(list(map(float, a)) for a in curve.getData()) for name, curve in self.curves.items()}
+        return curve_points(self.curves)
 
     def _moved(self, event) -> None:
         position = event[0]

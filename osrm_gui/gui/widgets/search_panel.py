@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
 )
 
 from osrm_gui.core.atomic import atomic_write_text
-from osrm_gui.core.explore.search import SearchResult, SearchTrial, TrialEvent, default_storage_path, search
+from osrm_gui.core.explore.search import SearchResult, SearchTrial, TrialEvent, best_trial_rows, default_storage_path, search
 from osrm_gui.core.explore.search_space import SearchSpace
 from osrm_gui.core.merge import METHODS
 from osrm_gui.core.tables import rows_to_csv
@@ -213,18 +213,7 @@ class SearchPanel(JobPanel):
         self._enable()
 
     def best_rows(self, trials: list[SearchTrial], pareto: list[int] | None = None) -> list[dict]:
-        """The Pareto set (two objectives) or the best complete trials, best first."""
-        complete = [t for t in trials if t.state == "complete" and t.values]
-        shown = [t for t in complete if t.number in pareto] if pareto else complete
-        rows = []
-        for t in sorted(shown, key=lambda t: (-t.values[0], t.number))[:TOP]:
-            row = {"trial": t.number, **{name: t.values[i] for i, name in enumerate(self.objectives) if i < len(t.values)}}
-            row["examples"] = t.examples
-            if t.feasible is not None:
-                row["feasible"] = "yes" if t.feasible else "no"
-            row["point"] = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-            rows.append(row)
-        return rows
+        return best_trial_rows(trials, self.objectives, pareto, TOP)
 
     def _fill_table(self, trials: list[SearchTrial], pareto: list[int] | None = None) -> None:
         rows = self.best_rows(trials, pareto)
