@@ -178,13 +178,17 @@ def _self_labelled_workspace(tiny_base_dir, tiny_adapters, weights):
 def test_the_pruner_stops_trials_that_fall_behind_on_the_first_chunks(tiny_base_dir, tiny_adapters):
     ws = _self_labelled_workspace(tiny_base_dir, tiny_adapters, [1.0, 1.0])
     perfect = {"lambda": 1.0, "c[colour]": 1.0, "c[animal]": 1.0}
-    result, events = _drive(search(ws, SearchSpace(), "random", trials=12, normalise=False, initial=[perfect], score_test=False, **FAST))
+    # Hyperband puts a trial in a bracket by a hash of the study's name and its number; the default name hashes
+    # the fixture's weights, which differ in their last bits between CPUs. This name puts the perfect trial and
+    # 9 of the 12 others in the bracket that may prune after the first chunk, on every machine.
+    result, events = _drive(search(ws, SearchSpace(), "random", trials=13, normalise=False, initial=[perfect], score_test=False,
+                                   study_name="pruning", **FAST))
     full = sum(len(t.split("validation")) for t in ws.tasks)
     assert result.trials[0].params == perfect and result.trials[0].values == (1.0,) and result.trials[0].examples == full
     pruned = [t for t in result.trials if t.state == "pruned"]
     assert pruned, [(t.state, t.values) for t in result.trials]
     assert all(t.examples < full and t.fidelity < 1 and t.values[0] < 1.0 for t in pruned)
-    assert result.examples["search"] == sum(t.examples for t in result.trials) < 12 * full
+    assert result.examples["search"] == sum(t.examples for t in result.trials) < 13 * full
     assert result.best.number == 0
 
 
