@@ -1,7 +1,8 @@
 """Coefficient sweeps: 1-D over λ or one adapter's coefficient, 2-D grids over two
 coefficients, each optionally for several merge methods. Points are yielded as soon
-as they are scored; with a run history, points already scored are taken from it, so
-a cancelled sweep resumes where it stopped."""
+as they are scored; with a run history, points already scored are taken from it (and
+yielded first), so a cancelled sweep resumes where it stopped. The points are scored by an
+executor: one after the other in this process, or side by side on a Ray cluster."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Generator
 import numpy as np
 
 from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.execution import ExecutorSettings, Finished, WorkerStatus, open_executor, run_all
 from osrm_gui.core.explore.history import History, HistoryPoint, point_key
 from osrm_gui.core.merge.spec import MergeSpec, finite_number
 from osrm_gui.core.progress import Progress
@@ -214,31 +216,60 @@ def _method_spec(spec: MergeSpec, method: str) -> MergeSpec:
 def run_sweep(
     ws: Workspace, spec: MergeSpec, axes: list[Axis], split: str = "test", limit: int | None = None,
     names: list[str] | None = None, methods: list[str] | None = None, history: History | None = None,
-) -> Generator[Progress | SweepPoint, None, SweepResult]:
+    executor: ExecutorSettings | None = None,
+) -> Generator[Progress | WorkerStatus | SweepPoint, None, SweepResult]:
     """``names`` label the adapters for the axes (default: the adapters' own names);
     ``methods`` defaults to the spec's own method; other methods use their default parameters.
+    ``executor``: where the points are scored (default: in this process, one after the other);
+    on Ray they are scored side by side and come back in the order they finish.
 
     Not itself a generator: bad axes, targets and methods fail at the call, before anything is printed or scored."""
     check_axes(axes)
     names = names or [a.name for a in ws.adapters]
     methods = methods or [spec.method]
     check_methods(ws, spec, axes, names, methods)
-    return _sweep(ws, spec, list(axes), split, limit, names, list(methods), history)
+    return _sweep(ws, spec, list(axes), split, limit, names, list(methods), history, executor)
 
 
-def _sweep(ws, spec, axes, split, limit, names, methods, history):
+def score_spec(ws: Workspace, spec: MergeSpec, split: str, limit: int | None) -> Generator[Progress, None, dict]:
+    """An executor's call: the metrics per task of one merge (as ``Workspace.score`` gives them)."""
+    return (yield from ws.score(spec, split, limit))
+
+
+def _sweep(ws, spec, axes, split, limit, names, methods, history, executor):
     result = SweepResult(axes, spec, methods)
     label = " × ".join(a.target for a in axes)
     context = workspace_context(ws)  # hashes every task's data: once per sweep, not per point
+    grid = [(method, tuple(values), spec_at(_method_spec(spec, method), names, axes, values).resolved(len(ws.adapters)))
+            for method in methods for values in itertools.product(*(a.values for a in axes))]
     done = 0
-    for method in methods:
-        method_spec = _method_spec(spec, method)
-        for values in itertools.product(*(a.values for a in axes)):
-            point_spec = spec_at(method_spec, names, axes, values)
-            recorded = yield from score_point(ws, point_spec, split, limit, names, history, f"sweep {label}", context)
-            point = SweepPoint(tuple(values), recorded.scores, method, reused=recorded.reused)
-            result.points.append(point)
-            done += 1
-            yield Progress("sweep", done, result.total, f"{method} " + ", ".join(f"{a.target}={v:g}" for a, v in zip(axes, values)))
-            yield point
+
+    def finished(method, values, recorded):
+        nonlocal done
+        point = SweepPoint(values, recorded.scores, method, reused=recorded.reused)
+        result.points.append(point)
+        done += 1
+        return Progress("sweep", done, result.total, f"{method} " + ", ".join(f"{a.target}={v:g}" for a, v in zip(axes, values))), point
+
+    todo = []
+    for method, values, point_spec in grid:
+        known = history.find(_key(context, point_spec, split, limit)) if history is not None else None
+        if known is None:
+            todo.append((method, values, point_spec))
+            continue
+        known.reused = True
+        yield from finished(method, values, known)
+    with open_executor(executor, ws) as runner:
+        labels = [f"{m} " + ", ".join(f"{a.target}={v:g}" for a, v in zip(axes, values)) for m, values, _ in todo]
+        for event in run_all(runner, score_spec, [(s, split, limit) for _, _, s in todo], labels):
+            if not isinstance(event, Finished):
+                yield event
+                continue
+            method, values, point_spec = todo[event.index]
+            recorded = history_point(ws, point_spec, split, limit, names, event.value, f"sweep {label}", context)
+            if history is not None:
+                history.record(recorded)
+            yield from finished(method, values, recorded)
+    order = {(m, v): i for i, (m, v, _) in enumerate(grid)}
+    result.points.sort(key=lambda p: order[(p.method, p.values)])
     return result

@@ -113,6 +113,7 @@ class BaseModel:
     head_name: str
     fingerprint: str
     hub_id: str | None = None  # org/name@commit when loaded by Hub id
+    trust_remote_code: bool = False  # as loaded: a worker that loads it again must ask for the same
     _originals: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _default_head: nn.Module | None = field(default=None, repr=False)
 
@@ -259,4 +260,5 @@ def load_base(
         head_name=_find_head_name(model),
         fingerprint=folder_fingerprint(folder),
         hub_id=source.hub_id,
+        trust_remote_code=trust_remote_code,
     )
