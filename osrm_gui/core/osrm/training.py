@@ -182,6 +182,9 @@ def train_adapter(
         raise OsrmError(f"task {task.name!r} has no training examples")
     init = INITIALISERS[settings.init]
 
+    # the task head is drawn while the base loads: seeded here, an adapter depends on its seed
+    # alone, not on what the process drew before (a Ray worker has drawn other things)
+    torch.manual_seed(settings.seed)
     base = load_base(base_path, device=device, dtype="float32", num_labels=task.num_labels)
     targets = settings.targets or base.default_targets
     missing = [t for t in targets if not any(n.rsplit(".", 1)[-1] == t for n in base.linear_modules())]
