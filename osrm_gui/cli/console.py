@@ -19,6 +19,9 @@ def drive(generator, desc: str, quiet: bool = False):
                 return stop.value
             if quiet:
                 continue
+            if not hasattr(event, "stage"):  # an executor's worker status: only what happened is worth a line
+                worker_message(event)
+                continue
             if event.stage != stage:
                 if bar is not None:
                     bar.close()
@@ -34,6 +37,14 @@ def drive(generator, desc: str, quiet: bool = False):
         if bar is not None:
             bar.close()
         generator.close()
+
+
+def worker_message(event) -> None:
+    """A Ray worker's death and re-queue, above the bars (a status without news says nothing)."""
+    from tqdm import tqdm
+
+    if getattr(event, "message", ""):
+        tqdm.write(f"ray: {event.message}", file=sys.stderr)
 
 
 def print_events(job, kind: type, line):

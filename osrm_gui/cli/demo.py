@@ -10,7 +10,7 @@ from pathlib import Path
 
 from osrm_gui import __version__
 from osrm_gui.cli.console import drive, format_table, score_rows
-from osrm_gui.cli.options import check_outputs, finite_float, non_negative_int, positive_int
+from osrm_gui.cli.options import add_executor, check_outputs, executor_from, finite_float, non_negative_int, positive_int
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.inputs.demo_set import BASELINE, MANIFEST, adapters_folder, demo_adapter_paths, file_hashes, read_manifest
 from osrm_gui.core.paths import demo_dir
@@ -54,6 +54,7 @@ def add_parsers(sub) -> None:
     q.add_argument("--from-json", type=Path, action="append", help="only print the summary of JSON files written before (no training); "
                    "repeat to combine runs, with --json to save them together")
     q.add_argument("--device", default="auto")
+    add_executor(q, "adapters and adapter sets")
     q.set_defaults(func=main)
 
 
@@ -70,6 +71,7 @@ def _add_leaderboard(demo_sub) -> None:
     q.add_argument("--resume", action="store_true", help="keep the runs already in --json and add only the missing ones "
                    "(the file is rewritten after every adapter set, so an interrupted leaderboard loses at most one)")
     q.add_argument("--device", default="auto")
+    add_executor(q, "adapters and adapter sets")
     q.set_defaults(func=main)
 
 
@@ -79,7 +81,6 @@ def leaderboard(args) -> int:
     from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
     from osrm_gui.core.osrm.features import cache_dir
     from osrm_gui.core.osrm.training import TrainSettings
-    from osrm_gui.core.workspace import open_workspace
 
     if args.from_json:
         meta, runs = board.load(args.from_json)
@@ -95,6 +96,7 @@ def leaderboard(args) -> int:
         kept = board.load(args.json)[1] if args.resume and args.json.is_file() else []
         if args.json and not args.resume:
             check_outputs(args, args.json)
+        executor = executor_from(args)
         tasks = [load_demo_task(name) for name in DEMO_TASKS]
         work = args.work or cache_dir().parent / "demo-compare"
         settings = TrainSettings(**{**LORA, "steps": args.steps})
@@ -102,16 +104,23 @@ def leaderboard(args) -> int:
         meta = {"command": f"osrm demo leaderboard --families {args.families} --seeds {args.seeds} --methods {args.methods}"
                 + (f" --limit {args.limit}" if args.limit else ""), "lora": {**LORA, "steps": args.steps}, "built_with": f"osrm-gui {__version__}"}
         runs = list(kept)
-        for family in families:
-            for seed in seeds:
-                missing = board.missing_methods(kept, family, seed, methods)
-                if not missing:
+        wanted = [(family, seed) for family in families for seed in seeds if board.missing_methods(kept, family, seed, methods)]
+        sets = drive(cmp.train_sets(wanted, tasks, work, settings, device, executor=executor), "train")
+        specs = [t.extra.get("spec") for t in tasks]
+
+        def args_of(family, seed, paths):
+            return None, paths, specs, device, family, seed, board.missing_methods(kept, family, seed, methods), args.limit
+
+        def saving(events):
+            for event in events:
+                if not isinstance(event, tuple):
+                    yield event
                     continue
-                paths = drive(cmp.train_family(family, seed, tasks, work, settings, device), f"train {family} seed {seed}")
-                ws = open_workspace(None, paths, [t.extra.get("spec") for t in tasks], device=device)
-                runs += drive(board.run_methods(ws, family, seed, missing, args.limit), f"{family} seed {seed}")
+                runs.extend(event[2])
                 if args.json:
                     board.save(runs, args.json, meta)  # after every adapter set: an interruption loses one at most
+
+        drive(saving(cmp.over_sets(sets, board.run_set, args_of, executor, "leaderboard")), "leaderboard")
     print(meta["command"])
     print("test average over the demo tasks at the λ each run chose on validation; ± is the standard deviation over seeds\n")
     print(format_table(board.summarise(runs)))
@@ -187,11 +196,12 @@ def compare(args) -> int:
     else:
         families = args.families.split(",")
         seeds = [int(s) for s in args.seeds.split(",")]
+        executor = executor_from(args)
         tasks = [load_demo_task(name) for name in DEMO_TASKS]
         work = args.work or cache_dir().parent / "demo-compare"
         base_settings = TrainSettings(**{**LORA, "steps": args.steps})
         device = None if args.device == "auto" else args.device
-        runs = drive(cmp.compare(families, seeds, tasks, work, base_settings, device, args.limit), "compare")
+        runs = drive(cmp.compare(families, seeds, tasks, work, base_settings, device, args.limit, executor=executor), "compare")
         meta = {"command": "osrm demo compare --families " + args.families + " --seeds " + args.seeds
                 + (f" --steps {args.steps}" if args.steps != LORA["steps"] else "") + (f" --limit {args.limit}" if args.limit else ""),
                 "lora": {**LORA, "steps": args.steps}, "built_with": f"osrm-gui {__version__}", "families": {f: cmp.FAMILIES[f][1] for f in families}}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from osrm_gui.cli.console import format_table
 from osrm_gui.cli.options import (
-    add_history, add_merge_command, check_outputs, finite_float, open_history, positive_int, workspace_and_spec, write_csv,
+    add_executor, add_history, add_merge_command, check_outputs, executor_from, finite_float, open_history, positive_int, workspace_and_spec,
+    write_csv,
 )
 from osrm_gui.core.errors import OsrmError
 
@@ -18,9 +19,10 @@ def cmd_sweep(args):
     # every option and output is checked before a model loads or a point is scored
     axes, methods = sweep_axes(args), sweep_methods(args)
     check_sweep_options(args)
+    executor = executor_from(args)
     ws, spec = workspace_and_spec(args)
     history = open_history(args)
-    run = Run(run_sweep(ws, spec, axes, args.split, args.limit, methods=methods, history=history))
+    run = Run(run_sweep(ws, spec, axes, args.split, args.limit, methods=methods, history=history, executor=executor))
     result, reused = print_sweep(run, axes, [t.name for t in ws.tasks], bool(methods and len(methods) > 1))
     if history is not None:
         print(f"{len(result.points) - reused} points scored, {reused} taken from the history {history.path}")
@@ -74,6 +76,7 @@ def check_sweep_options(args) -> None:
 
 def print_sweep(run, axes, names: list[str], many: bool):
     """Each point as soon as it is scored; the sweep's result and how many points came from the history."""
+    from osrm_gui.cli.console import worker_message
     from osrm_gui.core.explore.sweep import SweepPoint
 
     # an axis names an adapter, which may share its task's name: mark coefficients as c[…]
@@ -86,6 +89,8 @@ def print_sweep(run, axes, names: list[str], many: bool):
             reused += event.reused
             cells = ([event.method] if many else []) + [f"{v:.4f}" for v in [*event.values, *(event.scores[n] for n in names), event.average]]
             print("  ".join(f"{c:>{w}}" for c, w in zip(cells, widths)) + ("  (history)" if event.reused else ""), flush=True)
+        elif not hasattr(event, "stage"):
+            worker_message(event)
     return run.result, reused
 
 
@@ -125,6 +130,7 @@ def add_parsers(sub) -> None:
     add_history(p)
     p.add_argument("--csv", metavar="FILE", help="also write the points as CSV")
     p.add_argument("--force", action="store_true", help="replace an existing CSV file")
+    add_executor(p, "points")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("history", help="list the scored merge points of the run history, or export them as CSV")

@@ -96,6 +96,39 @@ def add_merge_command(sub, name: str, help: str):
     return p
 
 
+def add_executor(p, what: str = "points"):
+    g = p.add_argument_group("execution")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help=f"where the {what} are computed: local (this process, one after the other; the default) or ray "
+                        "(side by side on Ray workers; pip install 'osrm-gui[ray]')")
+    g.add_argument("--address", metavar="auto|ray://HOST:PORT",
+                   help="the Ray cluster to join: auto (the one `ray start --head` runs here) or ray://HOST:PORT "
+                        "(default: start a Ray instance on this machine)")
+    g.add_argument("--workers", type=positive_int, metavar="N", help="Ray workers, each loading the model once (default 1)")
+    g.add_argument("--gpus-per-worker", type=finite_float, metavar="G", help="GPUs each Ray worker reserves (default 0: CPU workers)")
+    g.add_argument("--threads-per-worker", type=positive_int, metavar="T",
+                   help="torch threads of each Ray worker (default: this machine's CPUs shared out among the workers)")
+
+
+def executor_from(args):
+    """The ``--executor`` options as settings, checked (and, for Ray, connected) before any model loads."""
+    from osrm_gui.core.execution import ExecutorSettings
+
+    ray_only = {"--address": args.address, "--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
+                "--threads-per-worker": args.threads_per_worker}
+    if args.executor == "local":
+        given = [name for name, value in ray_only.items() if value is not None]
+        if given:
+            raise OsrmError(f"{', '.join(given)}: only with --executor ray")
+        return None
+    settings = ExecutorSettings("ray", args.address, args.workers or 1, args.gpus_per_worker or 0.0, args.threads_per_worker)
+    from osrm_gui.core.execution.ray_executor import connect
+
+    connect(settings)
+    print(f"executor: {settings.describe()}", file=sys.stderr)
+    return settings
+
+
 def add_history(p):
     p.add_argument("--history", metavar="FILE", help="run-history database (default: the per-user one; the app keeps one next to each workspace)")
     p.add_argument("--no-history", action="store_true", help="neither read nor record points")

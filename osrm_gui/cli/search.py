@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 from osrm_gui.cli.console import drive, format_table
-from osrm_gui.cli.options import add_base, add_history, check_outputs, finite_float, non_negative_int, open_history, parse_params, positive_int, print_warnings
+from osrm_gui.cli.options import (
+    add_base, add_executor, add_history, check_outputs, executor_from, finite_float, non_negative_int, open_history, parse_params, positive_int,
+    print_warnings,
+)
 from osrm_gui.core.errors import OsrmError
 
 
@@ -24,11 +27,12 @@ def cmd_search(args) -> int:
     if not args.no_history:
         check_history(args.history or default_history_path())  # read-only: a search refused later leaves no file
     storage = args.storage or default_storage_path(args.history or default_history_path())
+    executor = executor_from(args)
     ws = open_workspace(args.base, args.adapters, args.task, args.device, args.dtype, args.trust_remote_code)
     ws.batch_size, ws.max_length = args.batch_size, args.max_length
     print_warnings(ws.warnings)
     job = search(ws, space, args.sampler, trials, args.timeout, args.seed, storage, args.study, args.chunk, args.min_task_fraction,
-                 open_history(args), normalise=not args.raw, prune=not args.no_prune)
+                 open_history(args), normalise=not args.raw, prune=not args.no_prune, executor=executor)
     result = drive(_with_best_so_far(job), "search")
     print_result(result, args.top)
     if args.json:
@@ -178,4 +182,5 @@ def add_parsers(sub) -> None:
     g.add_argument("--batch-size", type=positive_int, default=64)
     g.add_argument("--max-length", type=positive_int, default=128)
     add_base(p)
+    add_executor(p, "trials")
     p.set_defaults(func=cmd_search)

@@ -356,7 +356,7 @@ def test_without_constraint_support_a_shortfall_is_a_penalty(ws, monkeypatch):
     import osrm_gui.core.explore.search as search_module
 
     # CMA-ES ignores Optuna's constraints; a random sampler stands in for it (the package may be missing)
-    monkeypatch.setattr(search_module, "make_sampler", lambda *a: optuna.samplers.RandomSampler(seed=a[1]))
+    monkeypatch.setattr(search_module, "make_sampler", lambda *a, **k: optuna.samplers.RandomSampler(seed=a[1]))
     result, _ = _drive(search(ws, SearchSpace(), "cmaes", trials=8, min_task_fraction=0.5, score_test=False, **FAST))
     assert all(not t.constraints for t in result._frozen)
     complete = [t for t in result.trials if t.state == "complete"]

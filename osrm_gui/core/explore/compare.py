@@ -15,6 +15,7 @@ from typing import Generator
 import numpy as np
 
 from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.execution import ExecutorSettings, Finished, LocalExecutor, WorkerStatus, open_executor, run_all
 from osrm_gui.core.analysis.pairwise import mean_off_diagonal
 from osrm_gui.core.analysis.interference import interference_matrix
 from osrm_gui.core.merge.spec import MergeSpec
@@ -63,25 +64,58 @@ def family_settings(family: str, base: TrainSettings, seed: int, task_index: int
     return TrainSettings(**{**asdict(base), **overrides, "seed": seed * 100 + task_index, "osrm_tasks": task_specs})
 
 
+def _reusable(folder: Path, settings: TrainSettings, task: Task) -> bool:
+    """An adapter already trained there with the same seed and steps on the same data."""
+    if not folder.is_dir():
+        return False
+    meta = json.loads((folder / "osrm_adapter.json").read_text())
+    return (meta.get("settings", {}).get("seed") == settings.seed and meta.get("task_hash") == task.content_hash()
+            and meta.get("settings", {}).get("steps") == settings.steps)
+
+
+def train_one(_ws, base_path, task: Task, folder: Path, settings: TrainSettings, device: str | None) -> Generator[Progress, None, str]:
+    """An executor's call: train one adapter into ``folder`` (which every worker must be able to write)."""
+    yield from train_adapter(base_path, task, folder, settings, device, force=True)
+    return str(folder)
+
+
+def train_sets(
+    sets_wanted: list[tuple[str, int]], tasks: list[Task], work: Path, base_settings: TrainSettings, device: str | None = None,
+    base_path: str | Path | None = None, executor: ExecutorSettings | None = None,
+) -> Generator[Progress | WorkerStatus, None, dict[tuple[str, int], list[Path]]]:
+    """One adapter per (family, seed) set and task, under ``work/FAMILY/seedSEED/TASK``; an adapter
+    already trained there with the same settings is reused, the others are trained by the
+    executor (side by side on Ray). (family, seed) -> the adapters' folders, in task order."""
+    specs = [t.extra.get("spec") or t.name for t in tasks]
+    sets, jobs, labels = {}, [], []
+    for family, seed in sets_wanted:
+        sets[(family, seed)] = []
+        for index, task in enumerate(tasks):
+            settings = family_settings(family, base_settings, seed, index, specs)
+            folder = work / family / f"seed{seed}" / task.name
+            sets[(family, seed)].append(folder)
+            if not _reusable(folder, settings, task):
+                jobs.append((base_path, task, folder, settings, device))
+                labels.append(f"{family} seed {seed} {task.name}")
+    with open_executor(executor, None) as runner:
+        done = 0
+        for event in run_all(runner, train_one, jobs, labels, ahead=1):
+            if isinstance(event, Finished):
+                done += 1
+                if not isinstance(runner, LocalExecutor):  # the local executor passes each training's own progress on
+                    yield Progress("adapters", done, len(jobs), labels[event.index])
+            else:
+                yield event
+    return sets
+
+
 def train_family(
     family: str, seed: int, tasks: list[Task], work: Path, base_settings: TrainSettings, device: str | None = None,
     base_path: str | Path | None = None,
 ) -> Generator[Progress, None, list[Path]]:
-    """One adapter per task; an adapter already trained with the same settings is reused."""
-    specs = [t.extra.get("spec") or t.name for t in tasks]
-    paths = []
-    for index, task in enumerate(tasks):
-        settings = family_settings(family, base_settings, seed, index, specs)
-        folder = work / family / f"seed{seed}" / task.name
-        if folder.is_dir():
-            meta = json.loads((folder / "osrm_adapter.json").read_text())
-            if meta.get("settings", {}).get("seed") == settings.seed and meta.get("task_hash") == task.content_hash() \
-                    and meta.get("settings", {}).get("steps") == settings.steps:
-                paths.append(folder)
-                continue
-        yield from train_adapter(base_path, task, folder, settings, device, force=True)
-        paths.append(folder)
-    return paths
+    """One adapter per task, trained in this process; an adapter already trained with the same settings is reused."""
+    sets = yield from train_sets([(family, seed)], tasks, work, base_settings, device, base_path)
+    return sets[(family, seed)]
 
 
 def evaluate_family(ws: Workspace, family: str, seed: int, limit: int | None = None) -> Generator[Progress, None, FamilyRun]:
@@ -101,17 +135,38 @@ def evaluate_family(ws: Workspace, family: str, seed: int, limit: int | None = N
                      interference, [str(a.path) for a in ws.adapters], validation)
 
 
+def evaluate_set(_ws, base_path, paths: list[Path], task_specs: list[str], device: str | None, family: str, seed: int,
+                 limit: int | None) -> Generator[Progress, None, FamilyRun]:
+    """An executor's call: open one adapter set and evaluate it as :func:`evaluate_family` does."""
+    ws = open_workspace(base_path, paths, task_specs, device=device)
+    return (yield from evaluate_family(ws, family, seed, limit))
+
+
+def over_sets(sets: dict[tuple[str, int], list[Path]], fn, args_of, executor: ExecutorSettings | None, what: str):
+    """``fn(ws, *args_of(family, seed, paths))`` per adapter set, on the executor: yields
+    (family, seed, value) as each set is done, the executor's events in between."""
+    keys = list(sets)
+    labels = [f"{what} {family} seed {seed}" for family, seed in keys]
+    with open_executor(executor, None) as runner:
+        for event in run_all(runner, fn, [args_of(*k, sets[k]) for k in keys], labels, ahead=1):
+            yield (*keys[event.index], event.value) if isinstance(event, Finished) else event
+
+
 def compare(
     families: list[str], seeds: list[int], tasks: list[Task], work: Path, base_settings: TrainSettings,
-    device: str | None = None, limit: int | None = None, base_path: str | Path | None = None,
-) -> Generator[Progress, None, list[FamilyRun]]:
-    runs = []
-    for family in families:
-        for seed in seeds:
-            paths = yield from train_family(family, seed, tasks, work, base_settings, device, base_path)
-            ws = open_workspace(base_path, paths, [t.extra.get("spec") for t in tasks], device=device)
-            runs.append((yield from evaluate_family(ws, family, seed, limit)))
-    return runs
+    device: str | None = None, limit: int | None = None, base_path: str | Path | None = None, executor: ExecutorSettings | None = None,
+) -> Generator[Progress | WorkerStatus, None, list[FamilyRun]]:
+    wanted = [(family, seed) for family in families for seed in seeds]
+    sets = yield from train_sets(wanted, tasks, work, base_settings, device, base_path, executor)
+    specs = [t.extra.get("spec") for t in tasks]
+    runs = {}
+    args_of = lambda family, seed, paths: (base_path, paths, specs, device, family, seed, limit)  # noqa: E731
+    for event in over_sets(sets, evaluate_set, args_of, executor, "evaluate"):
+        if isinstance(event, tuple):
+            runs[event[:2]] = event[2]
+        else:
+            yield event
+    return [runs[k] for k in sets]
 
 
 def summarise(runs: list[FamilyRun]) -> list[dict]:

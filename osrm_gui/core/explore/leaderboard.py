@@ -109,6 +109,15 @@ def run_methods(
     return runs
 
 
+def run_set(_ws, base_path, paths: list, task_specs: list[str], device: str | None, family: str, seed: int, methods: list[str],
+            limit: int | None) -> Generator[Progress, None, list[MethodRun]]:
+    """An executor's call: open one adapter set and run :func:`run_methods` on it."""
+    from osrm_gui.core.workspace import open_workspace
+
+    ws = open_workspace(base_path, paths, task_specs, device=device)
+    return (yield from run_methods(ws, family, seed, methods, limit))
+
+
 def _stat(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"

@@ -34,7 +34,8 @@ import numpy as np
 
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.explore.history import History, HistoryPoint, pareto_front, point_key
-from osrm_gui.core.explore.search_fidelity import RunningScores, ValidationChunks, install, score_chunk, score_split
+from osrm_gui.core.execution import Call, Executor, ExecutorSettings, WorkerStatus, open_executor
+from osrm_gui.core.explore.search_fidelity import RunningScores, ValidationChunks, chunks_of, reference_scores, score_split, score_trial_chunk
 from osrm_gui.core.explore.search_space import LayerGroups, SearchPoint, SearchSpace, cmaes_start, suggest
 from osrm_gui.core.explore.search_study import SAMPLERS, make_sampler, open_study, study_settings
 from osrm_gui.core.explore.sweep import workspace_context
@@ -151,12 +152,15 @@ def search(
     ws: Workspace, space: SearchSpace, sampler: str = "tpe", trials: int | None = None, timeout: float | None = None,
     seed: int = 0, storage: str | Path | None = None, study_name: str | None = None, chunk: int = 32,
     min_task_fraction: float | None = None, history: History | None = None, normalise: bool = True, prune: bool = True,
-    score_test: bool = True, initial: list[dict] | None = None,
-) -> Generator[Progress | TrialEvent, None, SearchResult]:
-    """Search ``space`` for ``trials`` new trials and/or ``timeout`` seconds (checked between
-    trials); see the module docstring. ``storage``: an SQLite file (None: in memory, not
+    score_test: bool = True, initial: list[dict] | None = None, executor: ExecutorSettings | None = None,
+) -> Generator[Progress | TrialEvent | WorkerStatus, None, SearchResult]:
+    """Search ``space`` for ``trials`` new trials and/or ``timeout`` seconds (checked before each
+    trial starts); see the module docstring. ``storage``: an SQLite file (None: in memory, not
     resumable); ``study_name`` defaults to a hash of the settings, so the same search run again
     continues. ``initial``: points (Optuna parameter names → values) tried first.
+    ``executor``: where trials are scored; on Ray, one trial per worker is in flight (TPE then
+    samples with a constant liar), so which points are drawn depends on which trial finishes
+    first, while each point's scores are those the local executor gives it.
 
     Not itself a generator: bad settings fail at the call, before anything is scored."""
     check_settings(space, sampler, trials, timeout, min_task_fraction, len(ws.adapters))
@@ -164,7 +168,7 @@ def search(
         raise OsrmError("a search scores merges on the tasks' validation data, and no task is known")
     layer_names = sorted({name for adapter in ws.adapters for name in adapter.layers})
     groups = LayerGroups.of(layer_names, space.layer_groups)
-    chunks = ValidationChunks(ws, chunk, seed)
+    chunks = chunks_of(ws, chunk, seed)
     objectives = ("mean", "worst task") if sampler == "nsga2" else ("mean",)
     objectives = tuple(f"normalised {o}" for o in objectives) if normalise else objectives
     settings = study_settings(ws, space, chunks, objectives, normalise, min_task_fraction)
@@ -176,7 +180,7 @@ def search(
     pruning = prune and len(objectives) == 1  # Optuna prunes single-objective trials only
     study = open_study(storage, name, len(objectives), settings, pruning, chunks.count)
     return _run(ws, space, sampler, trials, timeout, seed, study, storage, groups, chunks, objectives, min_task_fraction,
-                history, normalise, pruning, score_test, initial or [], x0)
+                history, normalise, pruning, score_test, initial or [], x0, executor)
 
 
 def check_settings(space: SearchSpace, sampler: str, trials: int | None, timeout: float | None, min_task_fraction: float | None,
@@ -196,14 +200,36 @@ def check_settings(space: SearchSpace, sampler: str, trials: int | None, timeout
                         f"{'; '.join(space.categorical())}. Search one method and fix its categorical parameters, or use the tpe sampler")
 
 
+@dataclass
+class _Running:
+    """A trial in flight: its merge, the worker scoring it chunk by chunk, and its scores so far."""
+
+    trial: object
+    point: SearchPoint
+    worker: int | None
+    running: RunningScores
+    k: int = 0  # chunks scored
+    spent: int = 0
+
+
 def _run(ws, space, sampler, trials, timeout, seed, study, storage, groups, chunks, objectives, fraction, history, normalise, pruning,
-         score_test, initial, x0):
+         score_test, initial, x0, executor):
+    with open_executor(executor, ws) as runner:
+        return (yield from _drive(ws, space, sampler, trials, timeout, seed, study, storage, groups, chunks, objectives, fraction, history,
+                                  normalise, pruning, score_test, initial, x0, runner))
+
+
+def _drive(ws, space, sampler, trials, timeout, seed, study, storage, groups, chunks, objectives, fraction, history, normalise, pruning,
+           score_test, initial, x0, runner):
+    """Trials in flight: one per worker (one in all with the local executor, which makes the
+    run the same as scoring them one after the other). Each trial's chunks go to the worker
+    that started it (it keeps the trial's merge); the driver reports, prunes and tells."""
     from optuna.trial import TrialState
 
     examples = {"search": 0, "reference": 0, "test": 0}
     reference = study.user_attrs.get("reference")
     if reference is None and (normalise or fraction is not None):
-        scores = yield from ws.evaluate_single("validation")
+        scores = yield from _one_call(runner, reference_scores, ())
         reference = {t: s["metric"] for t, s in scores.items()}
         examples["reference"] = sum(int(s["n"]) for s in scores.values())
         study.set_user_attr("reference", reference)
@@ -212,7 +238,7 @@ def _run(ws, space, sampler, trials, timeout, seed, study, storage, groups, chun
         low = ", ".join(f"{t} ({v:.3g})" for t, v in reference.items() if v <= 0)
         raise OsrmError(f"normalised scores divide by each adapter's own validation score, and {low} is not above 0; search raw scores instead")
     native_constraints = fraction is not None and sampler != "cmaes"
-    study.sampler = make_sampler(sampler, seed + len(study.trials), x0, trials)
+    study.sampler = make_sampler(sampler, seed + len(study.trials), x0, trials, parallel=runner.slots > 1)
     if x0 is not None and not study.trials:
         # the sampler's first draw is a random start-up trial; the uniform start itself is tried first
         study.enqueue_trial(x0)
@@ -220,59 +246,103 @@ def _run(ws, space, sampler, trials, timeout, seed, study, storage, groups, chun
         study.enqueue_trial(params, skip_if_exists=True)
     context = {**workspace_context(ws), "search": {"chunk": chunks.size, "order_seed": chunks.seed}}
     names = [a.name for a in ws.adapters]
-    started, done = time.monotonic(), 0
+    tasks = {t.name: t for t in ws.tasks}
+    started, asked, done = time.monotonic(), 0, 0
     best = _best(study, len(objectives))
-    while (trials is None or done < trials) and (timeout is None or time.monotonic() - started < timeout):
-        trial = study.ask()
-        running, spent, pruned, values = RunningScores(ws.tasks), 0, False, ()
-        try:
-            point = suggest(trial, space, names, groups, seed)
-            with install(ws, point, groups) as merge:
-                for k in range(chunks.count):
-                    spent += score_chunk(ws, chunks, k, merge, running)
-                    metrics = running.metrics()
-                    values = _objective_values(metrics, reference, normalise)[: len(objectives)]
-                    yield _progress(done, trials, started, timeout, f"trial {trial.number}: {k + 1}/{chunks.count} chunks, {values[0]:.4f}")
-                    if pruning and k + 1 < chunks.count:
-                        trial.report(values[0], k + 1)
-                        if trial.should_prune():
-                            pruned = True
-                            break
-        except OsrmError as exc:
-            frozen = study.tell(trial, state=TrialState.FAIL)
-            examples["search"] += spent
-            done += 1
-            record = SearchTrial(trial.number, "fail", (), dict(frozen.params), spent, 0.0, {}, None, str(exc))
-            yield TrialEvent(record, best, done, trials)
-            continue
-        except BaseException:  # cancelled (the generator closed) or a bug: never leave the trial running in the storage
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        examples["search"] += spent
-        violation = None
-        if fraction is not None:
-            shortfall = {t: fraction * reference[t] - m["metric"] for t, m in metrics.items()}
-            violation = float(sum(max(v, 0.0) for v in shortfall.values()))
-            if native_constraints:
-                for task, value in shortfall.items():
-                    trial.set_constraint(f"min:{task}", value)
-            elif violation > 0 and not pruned:
-                values = tuple(v - 1.0 - violation for v in values)
-            trial.set_user_attr("violation", violation)
-        seen = {t.name: chunks.seen(t, k + 1) for t in ws.tasks}
-        trial.set_user_attr("scores", {t: m["metric"] for t, m in metrics.items()})
-        trial.set_user_attr("examples", spent)
-        trial.set_user_attr("fidelity", sum(seen.values()) / sum(len(o) for o in chunks.order.values()))
-        trial.set_user_attr("spec", point.spec.to_dict())
-        trial.set_user_attr("group_coefficients", point.group_coefficients)
-        frozen = study.tell(trial, state=TrialState.PRUNED) if pruned else study.tell(trial, list(values))
+    active: dict[int, _Running] = {}
+    free = list(range(runner.slots))
+
+    def submit(state: _Running) -> None:
+        runner.submit(Call(state.trial.number, score_trial_chunk, (state.point, groups, chunks.size, chunks.seed, state.k),
+                           f"trial {state.trial.number} chunk {state.k + 1}/{chunks.count}", state.worker))
+
+    def fail(state: _Running | None, trial, message: str) -> TrialEvent:
+        nonlocal done, best
+        frozen = study.tell(trial, state=TrialState.FAIL)
+        examples["search"] += state.spent if state else 0
         done += 1
-        record = _record(frozen)
-        if history is not None:
-            history.record(_history_point(ws, point, groups, metrics, seen, chunks, names, context, study.study_name, record))
-        best = _best(study, len(objectives))
-        yield TrialEvent(record, best, done, trials)
-    return (yield from _finish(ws, study, storage, sampler, objectives, groups, reference, examples, score_test))
+        if state is not None:
+            del active[trial.number]
+            free.append(state.worker)
+        record = SearchTrial(trial.number, "fail", (), dict(frozen.params), state.spent if state else 0, 0.0, {}, None, message)
+        return TrialEvent(record, best, done, trials)
+
+    try:
+        while True:
+            while free and (trials is None or asked < trials) and (timeout is None or time.monotonic() - started < timeout):
+                trial = study.ask()
+                asked += 1
+                try:
+                    point = suggest(trial, space, names, groups, seed)
+                except OsrmError as exc:
+                    yield fail(None, trial, str(exc))
+                    continue
+                state = _Running(trial, point, free.pop(0), RunningScores(ws.tasks))
+                active[trial.number] = state
+                submit(state)
+            if not active:
+                break
+            outcome = yield from runner.next_outcome()
+            state = active[outcome.key]
+            trial = state.trial
+            if outcome.error is not None:
+                yield fail(state, trial, outcome.error)
+                continue
+            found, spent = outcome.value
+            for task, predictions, labels in found:
+                state.running.add(tasks[task], predictions, labels)
+            state.spent += spent
+            state.k += 1
+            metrics = state.running.metrics()
+            values = _objective_values(metrics, reference, normalise)[: len(objectives)]
+            yield _progress(done, trials, started, timeout, f"trial {trial.number}: {state.k}/{chunks.count} chunks, {values[0]:.4f}")
+            pruned = False
+            if pruning and state.k < chunks.count:
+                trial.report(values[0], state.k)
+                pruned = trial.should_prune()
+            if not pruned and state.k < chunks.count:
+                submit(state)
+                continue
+            del active[trial.number]
+            free.append(state.worker)
+            examples["search"] += state.spent
+            violation = None
+            if fraction is not None:
+                shortfall = {t: fraction * reference[t] - m["metric"] for t, m in metrics.items()}
+                violation = float(sum(max(v, 0.0) for v in shortfall.values()))
+                if native_constraints:
+                    for task, value in shortfall.items():
+                        trial.set_constraint(f"min:{task}", value)
+                elif violation > 0 and not pruned:
+                    values = tuple(v - 1.0 - violation for v in values)
+                trial.set_user_attr("violation", violation)
+            seen = {t.name: chunks.seen(t, state.k) for t in ws.tasks}
+            trial.set_user_attr("scores", {t: m["metric"] for t, m in metrics.items()})
+            trial.set_user_attr("examples", state.spent)
+            trial.set_user_attr("fidelity", sum(seen.values()) / sum(len(o) for o in chunks.order.values()))
+            trial.set_user_attr("spec", state.point.spec.to_dict())
+            trial.set_user_attr("group_coefficients", state.point.group_coefficients)
+            frozen = study.tell(trial, state=TrialState.PRUNED) if pruned else study.tell(trial, list(values))
+            done += 1
+            record = _record(frozen)
+            if history is not None:
+                history.record(_history_point(ws, state.point, groups, metrics, seen, chunks, names, context, study.study_name, record))
+            best = _best(study, len(objectives))
+            yield TrialEvent(record, best, done, trials)
+    except BaseException:  # cancelled (the generator closed) or a bug: never leave a trial running in the storage
+        for state in active.values():
+            study.tell(state.trial, state=TrialState.FAIL)
+        raise
+    return (yield from _finish(ws, study, storage, sampler, objectives, groups, reference, examples, score_test, runner))
+
+
+def _one_call(runner: Executor, fn, args: tuple):
+    """One call on the executor, waited for; its OsrmError raised here."""
+    runner.submit(Call("one", fn, args, fn.__name__.replace("_", " ")))
+    outcome = yield from runner.next_outcome()
+    if outcome.error is not None:
+        raise OsrmError(outcome.error)
+    return outcome.value
 
 
 def _progress(done, trials, started, timeout, message) -> Progress:
@@ -322,7 +392,7 @@ def _best(study, n_objectives: int) -> SearchTrial | None:
     return _record(frozen) if frozen is not None else None
 
 
-def _finish(ws, study, storage, sampler, objectives, groups, reference, examples, score_test):
+def _finish(ws, study, storage, sampler, objectives, groups, reference, examples, score_test, runner):
     from optuna.trial import TrialState
 
     frozen_trials = [t for t in study.get_trials(deepcopy=True) if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
@@ -330,7 +400,7 @@ def _finish(ws, study, storage, sampler, objectives, groups, reference, examples
     best_point = _point(best_frozen) if best_frozen is not None else None
     test = {}
     if best_point is not None and score_test:
-        scores = yield from score_split(ws, best_point, groups, "test")
+        scores = yield from _one_call(runner, score_split, (best_point, groups, "test"))
         test = {t: s["metric"] for t, s in scores.items()}
         examples["test"] = sum(int(s["n"]) for s in scores.values())
     return SearchResult(

@@ -8,6 +8,7 @@ through the same heads, batch size and truncation as :meth:`Workspace.evaluate`.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from typing import Generator
@@ -120,13 +121,20 @@ class InstalledMerge:
         return False
 
 
-def install(ws: Workspace, point: SearchPoint, groups: LayerGroups) -> InstalledMerge:
+def install(ws: Workspace, point: SearchPoint, groups: LayerGroups, merges: dict | None = None) -> InstalledMerge:
     """Prepare ``point``'s merge (for layer-by-layer methods, merge it: its progress is not passed
-    on, as a merge takes a fraction of a trial's evaluation)."""
+    on, as a merge takes a fraction of a trial's evaluation). ``merges``: a one-entry cache of
+    the last layer-by-layer merge, for a trial scored one chunk per call."""
     spec = point.spec
     method = get_method(spec.method)
     if method.adapter_weights is None:
-        merged = run_to_end(ws.merge(spec))
+        key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
+        merged = merges.get(key) if merges is not None else None
+        if merged is None:
+            merged = run_to_end(ws.merge(spec))
+            if merges is not None:
+                merges.clear()
+                merges[key] = merged
         return InstalledMerge(ws, merged=merged)
     lora_sum = ws.lora_sum()
     try:
@@ -162,3 +170,30 @@ def score_split(ws: Workspace, point: SearchPoint, groups: LayerGroups, split: s
         return (yield from ws.score(point.spec, split))
     with install(ws, point, groups):
         return (yield from ws.evaluate(None, split))
+
+
+def chunks_of(ws: Workspace, size: int, seed: int, split: str = "validation") -> ValidationChunks:
+    """The workspace's chunking (made once: it hashes every task), which also keeps the last merge."""
+    key = ("search-chunks", size, seed, split)
+    if key not in ws.encoding_cache:
+        chunks = ValidationChunks(ws, size, seed, split)
+        chunks.merges = {}
+        ws.encoding_cache[key] = chunks
+    return ws.encoding_cache[key]
+
+
+def score_trial_chunk(ws: Workspace, point: SearchPoint, groups: LayerGroups, size: int, seed: int, k: int
+                      ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], int]:
+    """An executor's call: chunk ``k`` of every task under ``point``'s merge, as (task, predictions,
+    labels) for the driver's running scores, and the examples scored."""
+    chunks = chunks_of(ws, size, seed)
+    running = RunningScores(ws.tasks)
+    with install(ws, point, groups, chunks.merges) as merge:
+        examples = score_chunk(ws, chunks, k, merge, running)
+    return [(t.name, np.concatenate(running.predictions[t.name]), np.concatenate(running.labels[t.name]))
+            for t in ws.tasks if running.predictions[t.name]], examples
+
+
+def reference_scores(ws: Workspace) -> Generator[Progress, None, dict]:
+    """An executor's call: each adapter alone on its task's validation split."""
+    return (yield from ws.evaluate_single("validation"))

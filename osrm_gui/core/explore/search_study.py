@@ -30,7 +30,9 @@ def study_settings(ws: Workspace, space: SearchSpace, chunks, objectives: tuple[
     return json.loads(json.dumps(settings))  # as the storage gives it back (tuples become lists)
 
 
-def make_sampler(name: str, seed: int, x0: dict | None, trials: int | None):
+def make_sampler(name: str, seed: int, x0: dict | None, trials: int | None, parallel: bool = False):
+    """``parallel``: several trials are in flight at once (TPE then gives the running ones a
+    pessimistic value, its constant liar, so that it does not draw the same point again)."""
     import optuna
 
     with warnings.catch_warnings():
@@ -39,7 +41,7 @@ def make_sampler(name: str, seed: int, x0: dict | None, trials: int | None):
         warnings.simplefilter("ignore")
         if name == "tpe":
             # group: each method's own parameters form their own subspace (a conditional space)
-            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)
+            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, constant_liar=parallel)
         if name == "cmaes":
             try:
                 import cmaes  # noqa: F401  (Optuna's CmaEsSampler imports it lazily, at the first trial)
