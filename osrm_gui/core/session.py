@@ -15,6 +15,7 @@ from torch import nn
 from osrm_gui.core.inputs.adapters import Adapter, load_adapter, validate_adapter
 from osrm_gui.core.atomic import atomic_write_text, read_document
 from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.execution import LOCAL, ExecutorSettings
 from osrm_gui.core.merge import get_method
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.inputs.models import BaseModel, load_base
@@ -76,6 +77,7 @@ class MergeSession:
     single_cache: dict[str, dict] = field(default_factory=dict)  # "adapter hash|task|limit" -> scores
     sweeps: list[SweepResult] = field(default_factory=list)
     history: History | None = None  # where every scored point is recorded (None: the per-user history, opened on first use)
+    executor: ExecutorSettings = LOCAL  # where sweeps score their points (an app setting: not saved in the workspace)
     _heads: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _lora_sums: dict = field(default_factory=dict, repr=False)
     _encodings: dict = field(default_factory=dict, repr=False)
@@ -177,7 +179,8 @@ class MergeSession:
             axes = [Axis(axes, tuple(values or ()))]
         names = [s.label for s in self.active()]
         limit = self.preview_limit if limit is None else limit
-        return (yield from run_sweep(self.workspace(), self.spec(), axes, limit=limit, names=names, methods=methods, history=self.run_history()))
+        return (yield from run_sweep(self.workspace(), self.spec(), axes, limit=limit, names=names, methods=methods, history=self.run_history(),
+                                     executor=self.executor))
 
     def run_history(self) -> History:
         if self.history is None:

@@ -7,13 +7,16 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QToolButton, QVBoxLayout,
+    QWidget,
 )
 
 from osrm_gui import __version__
+from osrm_gui.core.execution import ExecutorSettings
 from osrm_gui.core.explore.history import HistoryDamaged
 from osrm_gui.core.inputs import hub
 from osrm_gui.gui.dialogs.error_dialog import show_error
+from osrm_gui.gui.dialogs.executor_dialog import ExecutorDialog, remember_executor, saved_executor
 from osrm_gui.gui.dialogs.export_dialog import ExportDialog
 from osrm_gui.gui.plots.results_plot import ResultsPlot
 from osrm_gui.gui.state import SessionModel
@@ -104,7 +107,12 @@ class MainWindow(QMainWindow):
         model.adapterRefused.connect(lambda path, reason: self.statusBar().showMessage(f"Refused: {reason}", 8000))
         model.baseChanged.connect(self._base_changed)
         model.workspacePathChanged.connect(self._remember)
+        model.executorChanged.connect(self._executor_changed)
         model.confirm_history_reset = self.confirm_history_reset
+        executor, problem = saved_executor(settings)
+        model.set_executor(executor)
+        if problem:
+            self.statusBar().showMessage(problem, 10000)
         self.resize(1280, 800)
         geometry = settings.value("window/geometry")
         if geometry is not None:
@@ -130,8 +138,14 @@ class MainWindow(QMainWindow):
         self.cancel_button.setObjectName("cancelJob")
         self.cancel_button.clicked.connect(self.model.jobs.cancel)
         self.cancel_button.hide()
+        # where sweeps and searches run; a click changes it
+        self.executor_button = QToolButton(autoRaise=True)
+        self.executor_button.setObjectName("executorButton")
+        self.executor_button.clicked.connect(self.executor_dialog)
+        self._show_executor(self.model.executor)
         for widget in (self.job_label, self.progress, self.eta, self.cancel_button):
             bar.addPermanentWidget(widget)
+        bar.addPermanentWidget(self.executor_button)
         bar.addPermanentWidget(self.device_label)
         jobs = self.model.jobs
         jobs.started.connect(self._job_started)
@@ -183,6 +197,8 @@ class MainWindow(QMainWindow):
         self.hub_downloads.setObjectName("allowHubDownloads")
         self.hub_downloads.setCheckable(True)
         self.hub_downloads.setChecked(hub.downloads_allowed())
+        self._action(settings_menu, "Where sweeps and searches &run…", self.executor_dialog, None,
+                     "In this process, or side by side on the workers of a Ray cluster").setObjectName("executorSettings")
         merge = self.menuBar().addMenu("&Merge")
         self._action(merge, "&Preview now", self.model.preview, "Ctrl+R")
         self._action(merge, "&Full evaluation", self.model.full_evaluation, "Ctrl+Shift+R")
@@ -254,6 +270,20 @@ class MainWindow(QMainWindow):
         self.settings.setValue(HUB_DOWNLOADS, allowed)
         self.statusBar().showMessage("Hub ids missing from the local cache will be downloaded" if allowed
                                      else "Hub ids resolve from the local cache only", 5000)
+
+    def executor_dialog(self) -> ExecutorDialog:
+        dialog = ExecutorDialog(self.model.executor, self)
+        dialog.accepted.connect(lambda: self.model.set_executor(dialog.settings()))
+        dialog.open()
+        return dialog
+
+    def _executor_changed(self, executor: ExecutorSettings) -> None:
+        remember_executor(self.settings, executor)
+        self._show_executor(executor)
+
+    def _show_executor(self, executor: ExecutorSettings) -> None:
+        self.executor_button.setText(f"Runs: {executor.describe()}")
+        self.executor_button.setToolTip("Where sweeps and searches run: click to change (Settings ▸ Where sweeps and searches run…)")
 
     def pair_data_dialog(self, row: int) -> None:
         if not self.model.slots:

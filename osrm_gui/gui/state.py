@@ -14,6 +14,7 @@ from superqt.utils import create_worker
 
 from osrm_gui.core.device import describe_device
 from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.execution import ExecutorSettings, WorkerStatus
 from osrm_gui.core.merge import METHODS
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.progress import Progress
@@ -33,6 +34,8 @@ class SessionModel(QObject):
     sweepStarted = Signal(object)  # SweepResult (empty)
     sweepPoint = Signal(object)  # SweepPoint
     sweepFinished = Signal(object)  # SweepResult
+    sweepWorkers = Signal(object)  # WorkerStatus of a sweep on Ray: each worker's state, and what just happened
+    executorChanged = Signal(object)  # ExecutorSettings: where sweeps and searches run from now on
     historyChanged = Signal()  # a scored point was recorded in the run history
     adapterRefused = Signal(str, str)  # path, reason
     message = Signal(str)
@@ -60,6 +63,10 @@ class SessionModel(QObject):
     @property
     def result(self) -> EvalResult | None:
         return self.session.last_result
+
+    @property
+    def executor(self) -> ExecutorSettings:
+        return self.session.executor
 
     @property
     def device_text(self) -> str:
@@ -114,6 +121,7 @@ class SessionModel(QObject):
 
     def _install_session(self, loaded) -> None:
         session, refused = loaded
+        session.executor = self.session.executor  # an app setting: a new session or an opened workspace keeps it
         self.session = session
         self._ensure_history()
         self.undo.clear()
@@ -196,6 +204,12 @@ class SessionModel(QObject):
         self.session._encodings.clear()
         self._changed(immediate=True)
 
+    def set_executor(self, settings: ExecutorSettings) -> None:
+        """Where the next sweeps and searches run (a running one keeps its own). Nothing connects
+        here: a Ray executor starts or joins its cluster inside the job, off the GUI thread."""
+        self.session.executor = settings
+        self.executorChanged.emit(settings)
+
     def _changed(self, immediate: bool) -> None:
         self.mergeChanged.emit()
         if not self.auto_preview:
@@ -246,6 +260,10 @@ class SessionModel(QObject):
             self.sweepPoint.emit(event)
             if not event.reused:
                 self.historyChanged.emit()
+        elif isinstance(event, WorkerStatus):
+            self.sweepWorkers.emit(event)
+            if event.message:  # a death and a re-queue: said in the status bar too
+                self.message.emit(event.message)
 
     def run_history(self) -> History:
         """The session's run history, opened here on the GUI thread (see _ensure_history)."""

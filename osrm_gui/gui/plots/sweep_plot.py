@@ -31,6 +31,7 @@ class SweepPlot(pg.PlotWidget):
         self.showGrid(x=True, y=True, alpha=0.3)
         self.setLabel("left", "metric")
         self.getAxis("left").enableAutoSIPrefix(False)
+        self.getAxis("bottom").enableAutoSIPrefix(False)  # "global λ (x0.001)" while the points so far end below 1
         self.legend = self.addLegend(offset=(-10, -10))
         self.marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((0, 0, 0), width=1, style=Qt.DashLine), label="current", labelOpts={"position": 0.95, "color": (0, 0, 0)})
         self.addItem(self.marker)
@@ -78,17 +79,19 @@ class SweepPlot(pg.PlotWidget):
         if self.overlay:
             self._draw_method(point.method)
             return
-        xs = [p.value for p in self.result.points]
+        # along the axis, not in the order they came: reused points come first, and Ray workers finish out of order
+        points = sorted(self.result.points, key=lambda p: p.value)
+        xs = [p.value for p in points]
         for i, name in enumerate([*point.scores, "average"]):
             if name not in self.curves:
                 average = name == "average"
                 pen = pg.mkPen((0, 0, 0) if average else PALETTE[i % len(PALETTE)], width=3 if average else 2)
                 self.curves[name] = self.plot([], [], pen=pen, symbol="o", symbolSize=6, symbolBrush=pen.color(), name=name)
-            ys = [p.average if name == "average" else p.scores.get(name) for p in self.result.points]
+            ys = [p.average if name == "average" else p.scores.get(name) for p in points]
             self.curves[name].setData(xs, ys)
 
     def _draw_method(self, method: str) -> None:
-        points = [p for p in self.result.points if p.method == method]
+        points = sorted((p for p in self.result.points if p.method == method), key=lambda p: p.value)
         if method not in self.curves:
             pen = pg.mkPen(PALETTE[self.result.methods.index(method) % len(PALETTE)], width=2)
             self.curves[method] = self.plot([], [], pen=pen, symbol="o", symbolSize=6, symbolBrush=pen.color(), name=method)

@@ -1,6 +1,7 @@
 """What the panels that run their own job share: a status line, a Cancel button that is live while
 one of their jobs runs, refusals of bad settings said in one line (status and status bar) instead
-of an error dialog, and Save-as buttons with a menu entry per view."""
+of an error dialog, Save-as buttons with a menu entry per view, and the Ray workers of a job that runs
+on them (in a :class:`WorkerStatusView` the panel places, when its jobs may run on Ray)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Callable, Generator
 from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QPushButton, QToolButton, QWidget
 
 from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.execution import WorkerStatus
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.worker_status import WorkerStatusView
 
 REFUSED = object()  # what a refused job returns: nothing ran
 
@@ -48,6 +51,8 @@ class JobPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         self._refused = False
+        # set by panels whose jobs may run on Ray, and placed in their layout (unplaced, it would be a stray window)
+        self.workers: WorkerStatusView | None = None
         model.jobs.started.connect(self._started)
         model.jobs.finished.connect(self._finished)
 
@@ -67,7 +72,19 @@ class JobPanel(QWidget):
                 self.say(str(exc))
                 return _refused()
 
-        self.model.jobs.start(label, factory, lambda result: None if result is REFUSED else on_result(result), on_event)
+        def event(event):
+            if isinstance(event, WorkerStatus):
+                self._worker_status(event)
+            if on_event is not None:
+                on_event(event)
+
+        self.model.jobs.start(label, factory, lambda result: None if result is REFUSED else on_result(result), event)
+
+    def _worker_status(self, status: WorkerStatus) -> None:
+        if self.workers is not None:
+            self.workers.show_status(status)
+        if status.message:  # a death and a re-queue: said in the status bar too
+            self.model.message.emit(status.message)
 
     def cancel(self) -> None:
         if self.running:
@@ -81,6 +98,8 @@ class JobPanel(QWidget):
     def _started(self, label: str) -> None:
         if label in self.job_labels:
             self.cancel_button.setEnabled(True)
+            if self.workers is not None:
+                self.workers.reset()
 
     def _finished(self, label: str, outcome: str) -> None:
         if label not in self.job_labels:

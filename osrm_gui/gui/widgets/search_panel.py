@@ -20,6 +20,7 @@ from osrm_gui.core.tables import rows_to_csv
 from osrm_gui.gui.plots.search_plot import ImportancePlot, SearchPlot
 from osrm_gui.gui.state import SessionModel
 from osrm_gui.gui.widgets.job_panel import JobPanel, save_button
+from osrm_gui.gui.widgets.worker_status import WorkerStatusView
 
 JOB_LABEL = "Merge search"
 DEFAULT_METHODS = ("task_arithmetic", "ties")
@@ -43,6 +44,7 @@ class SearchPanel(JobPanel):
         self.result: SearchResult | None = None
         self.objectives: tuple[str, ...] = ()
         self._hashes: list[str] = []
+        self.workers = WorkerStatusView()
 
         self.methods = QToolButton(popupMode=QToolButton.InstantPopup)
         self.methods.setObjectName("searchMethods")
@@ -131,6 +133,7 @@ class SearchPanel(JobPanel):
         layout.addLayout(grid)
         layout.addLayout(actions)
         layout.addWidget(self.status)
+        layout.addWidget(self.workers)
         layout.addWidget(views, 1)
         model.jobs.busyChanged.connect(self._enable)
         self._methods_changed()
@@ -163,7 +166,8 @@ class SearchPanel(JobPanel):
         def prepare():
             ws = session.workspace()
             # every refusal (no budget, CMA-ES over categories, a foreign study…) is raised here, in one line
-            job = search(ws, space, sampler, trials, timeout, seed, storage, chunk=chunk, min_task_fraction=fraction, history=history)
+            job = search(ws, space, sampler, trials, timeout, seed, storage, chunk=chunk, min_task_fraction=fraction, history=history,
+                         executor=session.executor)
             self._hashes = [a.content_hash for a in ws.adapters]
             self.result = None
             self.objectives = ("normalised mean", "normalised worst task") if sampler == "nsga2" else ("normalised mean",)
@@ -171,7 +175,8 @@ class SearchPanel(JobPanel):
             self.importance.show_importances({}, "importances after the run")
             self._fill_table([])
             budget = " and ".join(x for x in (f"{trials} trials" if trials else "", f"{timeout:g} s" if timeout else "") if x)
-            self.status.setText(f"Searching {', '.join(space.methods)} with {SAMPLER_NAMES[sampler]} for {budget}; study kept in {storage}")
+            where = f" on {session.executor.describe()}" if session.executor.remote else ""
+            self.status.setText(f"Searching {', '.join(space.methods)} with {SAMPLER_NAMES[sampler]} for {budget}{where}; study kept in {storage}")
             self._enable()
             return _with_importances(job)
 

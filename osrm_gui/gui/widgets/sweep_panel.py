@@ -16,6 +16,7 @@ from osrm_gui.core.tables import rows_to_csv
 from osrm_gui.gui.plots.heatmap import Heatmap
 from osrm_gui.gui.plots.sweep_plot import SweepPlot
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.worker_status import WorkerStatusView
 
 NONE = ""
 
@@ -121,11 +122,15 @@ class SweepPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(rows)
         layout.addWidget(self.views, 1)
+        self.workers = WorkerStatusView()  # a sweep on Ray: its workers under the plot (hidden when local)
+        layout.addWidget(self.workers)
         self.result: SweepResult | None = None
         model.adaptersChanged.connect(self._fill_targets)
         model.baseChanged.connect(self._fill_targets)
         model.mergeChanged.connect(self._update_marker)
         model.sweepStarted.connect(self._started)
+        model.sweepStarted.connect(self.workers.reset)
+        model.sweepWorkers.connect(self.workers.show_status)
         model.sweepPoint.connect(self._point)
         model.sweepFinished.connect(self._finished)
         self.target.currentIndexChanged.connect(self._update_marker)
