@@ -180,3 +180,33 @@ def test_a_comparison_trained_on_two_workers_is_the_one_trained_here(tiny_base_d
             assert all(torch.equal(mine.layers[n].delta(), theirs.layers[n].delta()) for n in mine.layers)
             assert all(torch.equal(mine.head[k], theirs.head[k]) for k in mine.head)
     assert sum(w.done for w in _last_status(events).workers) == len(families)  # the evaluations (training had its own workers)
+
+
+def test_osrm_sweep_and_search_with_the_ray_executor(capsys, tiny_base_dir, tiny_adapters, tmp_path):
+    from tests.cli_support import run
+
+    sweep = ["sweep", *tiny_adapters, "--base", tiny_base_dir, "--split", "validation", "--points", 3, "--no-history"]
+    code, local, err = run(capsys, *sweep)
+    assert code == 0, err
+    code, remote, err = run(capsys, *sweep, "--executor", "ray", "--workers", 2, "--threads-per-worker", 1)
+    assert code == 0, err
+    assert "executor: Ray on a local Ray instance: 2 workers × 1 thread" in err
+    # the same rows, in the order they finished
+    assert sorted(remote.splitlines()) == sorted(local.splitlines())
+    code, out, err = run(capsys, "search", *tiny_adapters, "--base", tiny_base_dir, "--chunk", 4, "--trials", 4,
+                         "--history", tmp_path / "h.sqlite", "--storage", tmp_path / "s.sqlite", "--executor", "ray", "--workers", 2)
+    assert code == 0, err
+    assert "4 trials" in out and "best point (trial" in out
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--workers", "2"], "--workers: only with --executor ray"),
+    (["--executor", "ray", "--address", "ray://127.0.0.1:9"], "Ray cluster ray://127.0.0.1:9: cannot reach it"),
+    (["--executor", "ray", "--workers", "0"], "argument --workers: 0 is less than 1"),
+])
+def test_bad_executor_options_are_one_line_before_any_model_loads(capsys, tiny_adapters, tmp_path, options, message):
+    from tests.cli_support import one_error_line, run
+
+    code, _, err = run(capsys, "sweep", *tiny_adapters, "--base", tmp_path / "no-such-base", *options)
+    line = one_error_line(err)
+    assert code == 2 and line.startswith("osrm") and message in line, line
