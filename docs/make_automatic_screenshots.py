@@ -11,42 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 
-from PySide6.QtCore import QSettings
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication
-
-
-def wait(app, predicate, timeout=1800.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for the app")
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def settle(app):
-    for _ in range(50):
-        app.processEvents()
-        time.sleep(0.02)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from screenshot_window import demo_window, grab, settle, wait  # noqa: E402
 
 
 def main(folder: str) -> int:
-    # throw-away settings and run history: the screenshots must not depend on (or change) anyone's
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())
-    os.environ["OSRM_GUI_DATA"] = tempfile.mkdtemp()
-    app = QApplication(sys.argv[:1])
-    if QGuiApplication.platformName() != "xcb":
-        raise SystemExit(f"needs a real X display (xcb), got {QGuiApplication.platformName()!r}: run it under xvfb-run")
-    from osrm_gui.gui.app import build_window, parse_args
-
-    window = build_window(parse_args([]))
-    window.resize(1280, 800)
-    window.move(0, 0)
-    window.show()
+    app, window = demo_window()
     model = window.model
 
     def idle():
@@ -59,9 +30,7 @@ def main(folder: str) -> int:
         settle(app)
 
     def shot(name):
-        path = os.path.join(folder, f"automatic-{name}.png")
-        QGuiApplication.primaryScreen().grabWindow(0).copy(0, 0, 1280, 800).save(path)
-        print(f"wrote {path}")
+        grab(os.path.join(folder, f"automatic-{name}.png"))
 
     wait(app, idle)
     automatic = window.automatic

@@ -12,18 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import tempfile
-
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_screenshot import settle, wait  # noqa: E402 - the same waiting as the main screenshot
-
-
-def grab(widget, out: str) -> None:
-    QGuiApplication.primaryScreen().grabWindow(0).copy(widget.frameGeometry()).save(out)
-    print(f"wrote {out}")
+from screenshot_window import demo_window, grab, settle, wait  # noqa: E402
 
 
 def worker_pids(status) -> dict[int, int]:
@@ -32,29 +23,15 @@ def worker_pids(status) -> dict[int, int]:
 
 
 def main(dialog_out: str, sweep_out: str) -> int:
-    from PySide6.QtCore import QSettings
-
-    # throw-away settings and run history: the screenshots must not depend on (or change) anyone's
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())
-    os.environ["OSRM_GUI_DATA"] = tempfile.mkdtemp()
-    app = QApplication(sys.argv[:1])
-    if QGuiApplication.platformName() != "xcb":
-        raise SystemExit(f"needs a real X display (xcb), got {QGuiApplication.platformName()!r}: run it under xvfb-run")
-    from osrm_gui.gui.app import build_window, parse_args
-
-    window = build_window(parse_args([]))
-    window.resize(1280, 800)
-    window.move(0, 0)
-    window.show()
+    app, window = demo_window()
     model = window.model
-    wait(app, lambda: model.result is not None and not model.jobs.busy)
 
     dialog = window.executor_dialog()
     dialog.ray.setChecked(True)
     dialog.workers.setValue(2)
     dialog.threads.setValue(1)
     settle(app)
-    grab(dialog, dialog_out)
+    grab(dialog_out, dialog)
     dialog.accept()
     settle(app)
 
@@ -72,7 +49,7 @@ def main(dialog_out: str, sweep_out: str) -> int:
     wait(app, lambda: panel.workers.messages and worker_pids(panel.workers.status).get(1, killed) != killed
          and panel.workers.status.workers[1].busy)
     settle(app)
-    grab(window, sweep_out)
+    grab(sweep_out, window)
     wait(app, lambda: not model.jobs.busy)
     print(panel.workers.summary.text(), "|", " / ".join(panel.workers.messages))
     window.close()

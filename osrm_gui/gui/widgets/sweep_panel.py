@@ -105,7 +105,8 @@ class SweepPanel(QWidget):
         actions.addWidget(self.methods)
         actions.addWidget(self.run)
         actions.addStretch()
-        actions.addWidget(QLabel("Show"))
+        self.show_label = QLabel("Show")  # hidden with the choices it labels (a 1-D sweep of one method plots every task)
+        actions.addWidget(self.show_label)
         actions.addWidget(self.quantity)
         actions.addWidget(self.grid_method)
         actions.addWidget(save_image)
@@ -201,6 +202,7 @@ class SweepPanel(QWidget):
         grid = len(result.axes) == 2
         self.quantity.setVisible(grid or len(result.methods) > 1)
         self.grid_method.setVisible(grid and len(result.methods) > 1)
+        self.show_label.setVisible(grid or len(result.methods) > 1)
 
     def _tasks(self):
         return [s.task for s in self.model.session.active() if s.task is not None]
