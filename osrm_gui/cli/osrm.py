@@ -9,21 +9,55 @@ from osrm_gui.cli.options import add_base, check_outputs, print_warnings, finite
 
 
 def cmd_train(args):
+    from osrm_gui.core.atomic import refuse_overlap
     from osrm_gui.core.inputs.tasks import resolve_task
+    from osrm_gui.core.osrm.others import against_adapters
     from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 
+    refuse_overlap(args.out, args.against or [])
     task = resolve_task(args.task)
     print_warnings(task.warnings)
+    # --against ADAPTER: its shipped statistics when it has them, else the task data it records
+    against_specs, against_files = against_adapters(args.against or [])
     settings = TrainSettings(
         rank=args.rank, alpha=args.alpha, targets=args.targets.split(",") if args.targets else None, dropout=args.dropout,
         lr=args.lr, steps=None if args.epochs and not args.steps else (args.steps or 300), epochs=args.epochs,
         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, warmup=args.warmup, init=args.init,
         freeze_a=args.freeze_a, freeze_b=args.freeze_b, a_lr_multiplier=args.a_lr_multiplier, use_rslora=args.rslora,
-        osrm_tasks=args.osrm_task, osrm_samples=args.osrm_samples,
+        osrm_tasks=[*(args.osrm_task or []), *against_specs] or None, osrm_samples=args.osrm_samples,
+        subspace_budget=args.subspace_budget, subspace_penalty=args.subspace_penalty,
+        against_stats=[*(args.against_stats or []), *against_files] or None,
     )
-    result = drive(train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force), f"train {task.name}")
+    job = train_adapter(args.base, task, args.out, settings, None if args.device == "auto" else args.device, args.force, ship_stats=args.ship_stats)
+    result = drive(job, f"train {task.name}")
     print(f"saved {result.path}  ({result.steps} steps, final loss {result.final_loss:.4f}, {result.seconds:.1f} s)")
+    energy = _recorded_energy(result.path)
+    if energy:
+        print(f"other tasks' energy share in row(A): {energy['start']:.3%} at the start, {energy['end']:.3%} at the end")
     return 0
+
+
+def _recorded_energy(folder) -> dict | None:
+    import json
+
+    from osrm_gui.core.inputs.adapters import METADATA_FILE
+
+    return json.loads((folder / METADATA_FILE).read_text()).get("other_energy")
+
+
+def _add_knobs(p):
+    g = p.add_argument_group("keeping out of the other tasks' way while training (need the other tasks' statistics)")
+    g.add_argument("--subspace-budget", type=positive_int, metavar="K",
+                   help="constrain lora_A's rows to the m = K·rank eigenvectors of the other tasks' feature second moment with "
+                        "the smallest eigenvalues (exactly: A = C·U_m, C trains); needs --init osrm-cov")
+    g.add_argument("--subspace-penalty", type=finite_float, default=0.0, metavar="BETA",
+                   help="add BETA × mean over layers of tr(A S̃ Aᵀ)/tr(A Aᵀ), S̃ = S/tr(S), to the loss (scale-free; any --init)")
+    g.add_argument("--against", nargs="+", action="extend", metavar="ADAPTER",
+                   help="trained adapters whose tasks count as other tasks: their osrm_stats.safetensors if shipped, else the task data they record")
+    g.add_argument("--against-stats", nargs="+", action="extend", metavar="FILE",
+                   help="other tasks' statistics files (osrm features --out, or an adapter's osrm_stats.safetensors)")
+    g.add_argument("--ship-stats", action="store_true",
+                   help="also write this task's own statistics to osrm_stats.safetensors in the adapter folder, for --against later")
 
 
 def _add_osrm_tasks(p, required: bool = False):
@@ -34,10 +68,17 @@ def _add_osrm_tasks(p, required: bool = False):
 
 
 def cmd_features(args):
-    from osrm_gui.core.osrm.features import cached_features, cache_dir, features_key
+    from pathlib import Path
+
+    from osrm_gui.core.errors import OsrmError
+    from osrm_gui.core.osrm.features import cached_features, cache_dir, features_key, save_features
     from osrm_gui.core.inputs.models import load_base
     from osrm_gui.core.inputs.tasks import resolve_task
 
+    if args.out is not None:
+        if len(args.task) != 1:
+            raise OsrmError(f"--out {args.out}: one statistics file holds one task; give a single --task ({len(args.task)} given)")
+        check_outputs(args, args.out)
     base = load_base(args.base, args.device, args.dtype, args.trust_remote_code)
     targets = args.targets.split(",") if args.targets else base.default_targets
     rows = []
@@ -51,6 +92,10 @@ def cmd_features(args):
         rows.append({"task": task.name, "examples": features.samples, "tokens": tokens, "layers": len(features.layers),
                      "targets": ",".join(targets), "cache": features.meta["cache"],
                      "file": str(cache_dir() / f"{features_key(base, task, targets, args.samples, args.max_length, 0)}.safetensors")})
+        if args.out is not None:
+            features.meta.pop("cache", None)
+            save_features(features, Path(args.out))
+            rows[-1]["file"] = str(args.out)
     print(format_table(rows))
     return 0
 
@@ -119,6 +164,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--a-lr-multiplier", type=finite_float, default=1.0, help="learning rate of lora_A relative to --lr")
     p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(r)")
     _add_osrm_tasks(p)
+    _add_knobs(p)
     add_base(p)
     p.set_defaults(func=cmd_train)
 
@@ -127,6 +173,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--targets", help="comma-separated module names (default per architecture)")
     p.add_argument("--samples", type=positive_int, default=100, help="training examples per task (seeded; default 100)")
     p.add_argument("--max-length", type=positive_int, default=128)
+    p.add_argument("--out", metavar="FILE", help="also write the (single) task's statistics to FILE, for osrm train --against-stats "
+                   "(safetensors: per-layer float64 sums and Gram matrices, no text; match --samples/--max-length to osrm train's "
+                   "--osrm-samples/--max-length and use --dtype float32, as training does)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     add_base(p)
     p.set_defaults(func=cmd_features)
 

@@ -3,7 +3,15 @@ layer, the token count, the sum of its input rows and their Gram matrix ``HᵀH`
 accumulated streaming in float64 with padding excluded. Layers that read the
 same input (a block's q/k/v projections) share one ``LayerStats`` object, computed
 once and stored once. OSRM subspaces and RegMean both start from these; they are
-cached on disk in safetensors."""
+cached on disk in safetensors.
+
+File format (``save_features``/``load_features``; the cache's entries, ``osrm features --out``
+and an adapter's shipped ``osrm_stats.safetensors``): a safetensors file with float64
+tensors ``LAYER.sum`` (d,) and ``LAYER.gram`` (d, d) per layer, and string metadata
+``format`` (``osrm-gui/features@1``), ``task``, ``key``, ``samples``, ``counts`` (JSON:
+layer -> token count), ``aliases`` (JSON: layer -> the layer whose tensors it shares)
+and ``meta`` (JSON: base name and fingerprint, task hash, targets, samples asked,
+max_length, seed). No pickle, no text of the data."""
 
 from __future__ import annotations
 
@@ -199,6 +207,8 @@ def save_features(features: TaskFeatures, path: Path) -> None:
 
 
 def load_features(path: Path) -> TaskFeatures:
+    """Read a statistics file (this module's format: safetensors tensors ``LAYER.sum`` and
+    ``LAYER.gram`` in float64, JSON metadata; no pickle); anything else is one line naming it."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -208,12 +218,18 @@ def load_features(path: Path) -> TaskFeatures:
                 raise OsrmError(f"{path}: not an osrm-gui feature-statistics file")
             counts = json.loads(metadata["counts"])
             aliases = json.loads(metadata.get("aliases") or "{}")
-            stored = {name: LayerStats(count, fh.get_tensor(f"{name}.sum"), fh.get_tensor(f"{name}.gram"))
+            stored = {name: LayerStats(int(count), fh.get_tensor(f"{name}.sum"), fh.get_tensor(f"{name}.gram"))
                       for name, count in counts.items() if name not in aliases}
             layers = {name: stored[aliases.get(name, name)] for name in counts}
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise OsrmError(f"{path}: corrupt feature statistics ({exc})") from None
-    return TaskFeatures(metadata["task"], metadata["key"], layers, int(metadata["samples"]), json.loads(metadata["meta"]))
+        meta = json.loads(metadata["meta"])
+        features = TaskFeatures(str(metadata["task"]), str(metadata["key"]), layers, int(metadata["samples"]), dict(meta))
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise OsrmError(f"{path}: corrupt feature statistics ({type(exc).__name__}: {exc})") from None
+    for name, stats in stored.items():
+        d = stats.sum.shape[0] if stats.sum.dim() == 1 else -1
+        if stats.sum.dtype != torch.float64 or stats.gram.dtype != torch.float64 or stats.gram.shape != (d, d):
+            raise OsrmError(f"{path}: corrupt feature statistics (layer {name}: sum {tuple(stats.sum.shape)}, Gram {tuple(stats.gram.shape)})")
+    return features
 
 
 def cached_features(

@@ -18,6 +18,7 @@ import torch
 
 from osrm_gui.core.inputs.adapters import Adapter, LoraLayer
 from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.osrm.constraints import smallest_eigenvectors
 from osrm_gui.core.osrm.features import LayerStats, TaskFeatures
 
 VARIANTS = ("cov", "mean")
@@ -33,10 +34,7 @@ def cov_subspace(others: list[LayerStats], rank: int) -> torch.Tensor:
     d = pooled.gram.shape[0]
     if rank > d:
         raise OsrmError(f"rank {rank} exceeds the layer's input size {d}")
-    S = pooled.second_moment.to(_compute_device())
-    S = (S + S.T) / 2  # symmetric to the last bit, as eigh assumes
-    _, vectors = torch.linalg.eigh(S)  # ascending eigenvalues
-    return vectors[:, :rank].T.contiguous().cpu()
+    return smallest_eigenvectors(pooled.second_moment, rank, _compute_device())
 
 
 def mean_subspace(others: list[LayerStats], rank: int) -> torch.Tensor:
