@@ -56,6 +56,29 @@ def add_parsers(sub) -> None:
     q.add_argument("--device", default="auto")
     add_executor(q, "adapters and adapter sets")
     q.set_defaults(func=main)
+    _add_tradeoff(demo_sub)
+
+
+def _add_tradeoff(demo_sub) -> None:
+    from osrm_gui.core.explore.tradeoff import STUDY_FAMILIES
+
+    q = demo_sub.add_parser("tradeoff", help="the trade-off study: single-task accuracy against merged accuracy per training setting, "
+                            "over seeds, with its Pareto front")
+    q.add_argument("--families", default=",".join(STUDY_FAMILIES), help="comma-separated settings (default: peft-default, osrm-cov, "
+                   "the budgets k1–k16, the penalties pen1–pen1000, the A learning-rate multipliers a0.1 and a0.01); any of "
+                   "`osrm demo compare --help`'s families")
+    q.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (adapters trained as `demo compare` does, and shared with it)")
+    q.add_argument("--steps", type=positive_int, default=LORA["steps"])
+    q.add_argument("--work", type=Path, help="where the trained adapters are kept and reused (default: the user cache, as demo compare)")
+    q.add_argument("--limit", type=positive_int, help="score only the first N examples of each task and split")
+    q.add_argument("--json", type=Path, help="write every run's numbers to this JSON file (rewritten after every adapter set)")
+    q.add_argument("--resume", action="store_true", help="keep the runs already in --json and evaluate only the missing sets")
+    q.add_argument("--from-json", type=Path, action="append", help="only print the summary (and --plot) of JSON files written before; "
+                   "repeat to combine them")
+    q.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the Pareto plot there (offscreen, with the app's plotting: needs PySide6 and pyqtgraph)")
+    q.add_argument("--device", default="auto")
+    add_executor(q, "adapters and adapter sets")
+    q.set_defaults(func=main)
 
 
 def _add_leaderboard(demo_sub) -> None:
@@ -155,7 +178,134 @@ def main(args) -> int:
         return compare(args)
     if args.demo_command == "leaderboard":
         return leaderboard(args)
+    if args.demo_command == "tradeoff":
+        return tradeoff(args)
     return run(args)
+
+
+def tradeoff(args) -> int:
+    """Train (or reuse) every setting's adapters over the seeds, evaluate each set, print the
+    summary, the Pareto front and the verdict; the JSON is rewritten after every set."""
+    from osrm_gui.core.explore import compare as cmp
+    from osrm_gui.core.explore import tradeoff as study
+
+    if args.plot:
+        check_outputs(args, args.plot)
+    if args.from_json:
+        meta, runs = {"command": []}, []
+        for path in args.from_json:
+            part_meta, part_runs = _load_study(path)
+            runs += part_runs
+            meta["command"].append(part_meta.get("command", str(path)))
+            meta.setdefault("families", {}).update(part_meta.get("families", {}))
+        meta["command"] = " && ".join(meta["command"])
+        if args.json:
+            check_outputs(args, args.json)
+            cmp.save_runs(runs, args.json, meta)
+    else:
+        runs, meta = _run_tradeoff(args, cmp, study)
+    print(meta["command"])
+    print("test accuracy averaged over the tasks; normalised = merged / each adapter alone, at the λ chosen on validation; "
+          "± is the standard deviation over seeds\n")
+    print(format_table(study.summarise(runs)))
+    for family, text in meta.get("families", {}).items():
+        print(f"  {family}: {text}")
+    points = study.pareto_points(runs)
+    print(f"\nPareto front (single-task accuracy, TA normalised; means over seeds): {', '.join(study.non_dominated(points))}")
+    references = [r for r in study.REFERENCES if any(run.family == r for run in runs)]
+    if len(references) == len(study.REFERENCES) and len(points) > len(references):
+        print(format_table(study.dominance(runs)))
+        print(f"does any setting dominate {' and '.join(study.REFERENCES)} by more than the seed spread? {study.verdict(runs)}")
+    if args.json and not args.from_json:
+        print(f"wrote {args.json}")
+    if args.plot:
+        _draw(args, runs, meta)
+    return 0
+
+
+def _load_study(path: Path):
+    from osrm_gui.core.explore import compare as cmp
+    from osrm_gui.core.explore.tradeoff import is_study_run
+
+    try:
+        meta, runs = cmp.load_runs(path)
+    except FileNotFoundError:
+        raise OsrmError(f"{path}: no such file") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OsrmError(f"{path}: not a demo compare/tradeoff file ({type(exc).__name__}: {exc})") from None
+    if not all(is_study_run(r) for r in runs):
+        raise OsrmError(f"{path}: written by `osrm demo compare`, not `demo tradeoff` (no TIES λ grid or held-out interference)")
+    return meta, runs
+
+
+def _run_tradeoff(args, cmp, study):
+    from osrm_gui.core.inputs.demo_tasks import DEMO_TASKS, load_demo_task
+    from osrm_gui.core.osrm.features import cache_dir
+    from osrm_gui.core.osrm.training import TrainSettings
+
+    families = args.families.split(",")
+    for family in families:
+        if family not in cmp.FAMILIES:
+            raise OsrmError(f"--families: unknown family {family!r}; choose from {', '.join(cmp.FAMILIES)}")
+    seeds = [_seed(s) for s in args.seeds.split(",")]
+    if args.resume and not args.json:
+        raise OsrmError("--resume needs --json FILE, the study to add to")
+    base_settings = TrainSettings(**{**LORA, "steps": args.steps})
+    for family in families:  # a knob this version cannot train, or a setting training refuses: one line before anything loads
+        cmp.family_settings(family, base_settings, 0, 0, [f"demo:{name}" for name in DEMO_TASKS]).check()
+    command = (f"osrm demo tradeoff --families {args.families} --seeds {args.seeds}" + (f" --steps {args.steps}" if args.steps != LORA["steps"] else "")
+               + (f" --limit {args.limit}" if args.limit else ""))
+    kept = []
+    if args.resume and args.json.is_file():
+        old_meta, kept = _load_study(args.json)
+        if old_meta.get("limit") != args.limit or old_meta.get("lora") != {**LORA, "steps": args.steps}:
+            raise OsrmError(f"{args.json}: its runs were made with other settings ({old_meta.get('command')}); resume with those")
+    elif args.json:
+        check_outputs(args, args.json)
+    executor = executor_from(args)
+    tasks = [load_demo_task(name) for name in DEMO_TASKS]
+    work = args.work or cache_dir().parent / "demo-compare"
+    device = None if args.device == "auto" else args.device
+    meta = {"command": command, "lora": {**LORA, "steps": args.steps}, "limit": args.limit, "built_with": f"osrm-gui {__version__}",
+            "families": {f: cmp.FAMILIES[f][1] for f in dict.fromkeys([*(r.family for r in kept), *families])},
+            "lambdas": list(study.FINE_LAMBDAS), "ties_lambdas": list(study.TIES_LAMBDAS), "width_tolerance": study.WIDTH_TOLERANCE,
+            "heldout": "test"}
+    save = (lambda runs: cmp.save_runs(runs, args.json, meta)) if args.json else None  # noqa: E731
+    runs = drive(study.study(families, seeds, tasks, work, base_settings, device, args.limit, executor=executor, kept=kept, save=save),
+                 "tradeoff")
+    if save is not None:
+        save(runs)  # in families × seeds order
+    return runs, meta
+
+
+def _seed(text: str) -> int:
+    import argparse
+
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise OsrmError(f"--seeds: {exc}") from None
+
+
+def _draw(args, runs, meta) -> None:
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from osrm_gui.core.explore import compare as cmp
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = Path(scratch) / "tradeoff.json"
+        cmp.save_runs(runs, data, meta)
+        env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")}
+        # the figure is Qt's, which the CLI never imports: drawn by the app's plotting module in a child process
+        done = subprocess.run([sys.executable, "-m", "osrm_gui.gui.plots.tradeoff_figure", str(data), str(args.plot)], env=env,
+                              capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OsrmError(f"--plot {args.plot}: drawing the figure failed ({last})")
+    print(f"wrote {args.plot}")
 
 
 def run(args) -> int:

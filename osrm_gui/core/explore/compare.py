@@ -8,7 +8,7 @@ test curve over the grid is kept for plots, never for choosing."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Generator
 
@@ -36,6 +36,24 @@ FAMILIES: dict[str, tuple[dict, str]] = {
 }
 LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
+# The trade-off study's knobs (issue 13), between A trained freely (osrm-cov) and A frozen.
+# Budget k: A = C·U_m with m = k·rank, so k = 1 keeps row(A) where the init put it and k = 16
+# (m = 128 of MiniLM's 384 inputs) leaves A nearly free.
+SUBSPACE_BUDGETS = (1, 2, 4, 8, 16)
+# Penalty β on the other tasks' energy share in row(A). Measured on the demo's seed-0 adapters,
+# that share is 6e-5 at the OSRM init, 2e-3 after training osrm-cov and 4.5e-3 for peft-default
+# (random: 1/384 = 2.6e-3), against a final cross-entropy of ~0.2. So at the drift osrm-cov reaches,
+# β = 1 costs 1 % of the loss (a nudge), 100 as much as the whole loss, 1000 ten times it: the
+# log grid spans "no effect" to "held at the init".
+SUBSPACE_PENALTIES = (1.0, 10.0, 100.0, 1000.0)
+FAMILIES.update({f"osrm-cov-k{k}": ({"init": "osrm-cov", "subspace_budget": k},
+                                    f"OSRM cov init, A's rows kept in the {k}·r smallest-eigenvalue directions of the other tasks' "
+                                    "statistics (A = C·U_m, C and B trained)") for k in SUBSPACE_BUDGETS})
+FAMILIES.update({f"{init}-pen{beta:g}": ({"init": init, "subspace_penalty": beta},
+                                         f"{init} init, A and B trained, loss + {beta:g} × the other tasks' energy share in row(A)")
+                 for init in ("osrm-cov", "peft-default") for beta in SUBSPACE_PENALTIES})
+FAMILIES["osrm-cov-a0.01"] = ({"init": "osrm-cov", "a_lr_multiplier": 0.01}, "OSRM cov init, A trained at 0.01× the learning rate")
+
 
 @dataclass
 class FamilyRun:
@@ -47,30 +65,53 @@ class FamilyRun:
     interference: float
     paths: list[str] = field(default_factory=list)
     validation: dict[str, dict[str, float]] = field(default_factory=dict)  # str(λ) -> task -> metric on validation
+    # Added by the trade-off study (explore/tradeoff.py); runs saved before it load with these empty.
+    ties_validation: dict[str, dict[str, float]] = field(default_factory=dict)  # str(λ) -> task -> TIES on validation
+    ties_chosen: dict[str, float] = field(default_factory=dict)  # task -> TIES on test at ties_lambda
+    heldout_interference: float | None = None  # as ``interference``, on held-out inputs' Grams
+    heldout_split: str | None = None
+    other_energy: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> {"start", "end"} from the adapter's metadata
 
     @property
     def chosen_lambda(self) -> str | None:
         """The λ with the best validation average; None for a run saved before validation was scored
         (its λ cannot be chosen honestly, so it is not chosen at all)."""
-        if not self.validation:
-            return None
-        return max(self.validation, key=lambda lam: (np.mean(list(self.validation[lam].values())), -float(lam)))
+        return best_on_validation(self.validation)
+
+    @property
+    def ties_lambda(self) -> str | None:
+        """TIES's λ chosen on validation as task arithmetic's is; None before the trade-off study (TIES at λ = 1 only)."""
+        return best_on_validation(self.ties_validation)
+
+
+def best_on_validation(validation: dict[str, dict[str, float]]) -> str | None:
+    """The λ (key) with the best average over tasks; the smaller λ on a tie."""
+    if not validation:
+        return None
+    return max(validation, key=lambda lam: (np.mean(list(validation[lam].values())), -float(lam)))
 
 
 def family_settings(family: str, base: TrainSettings, seed: int, task_index: int, task_specs: list[str]) -> TrainSettings:
     if family not in FAMILIES:
         raise OsrmError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     overrides = FAMILIES[family][0]
+    known = {f.name for f in fields(TrainSettings)}
+    missing = [name for name in overrides if name not in known]
+    if missing:  # a knob this version's training does not have yet
+        raise OsrmError(f"family {family!r} needs the training setting(s) {', '.join(missing)}, which this version of osrm-gui lacks")
     return TrainSettings(**{**asdict(base), **overrides, "seed": seed * 100 + task_index, "osrm_tasks": task_specs})
 
 
-def _reusable(folder: Path, settings: TrainSettings, task: Task) -> bool:
-    """An adapter already trained there with the same seed and steps on the same data."""
-    if not folder.is_dir():
+def _reusable(folder: Path, settings: TrainSettings, task: Task, overrides: dict | None = None) -> bool:
+    """An adapter already trained there with the same seed and steps on the same data (and, when
+    given, the family's own settings: a folder left by another definition of the family is retrained)."""
+    meta_path = folder / "osrm_adapter.json"
+    if not meta_path.is_file():
         return False
-    meta = json.loads((folder / "osrm_adapter.json").read_text())
-    return (meta.get("settings", {}).get("seed") == settings.seed and meta.get("task_hash") == task.content_hash()
-            and meta.get("settings", {}).get("steps") == settings.steps)
+    meta = json.loads(meta_path.read_text())
+    recorded = meta.get("settings", {})
+    return (recorded.get("seed") == settings.seed and meta.get("task_hash") == task.content_hash()
+            and recorded.get("steps") == settings.steps and all(recorded.get(k) == v for k, v in (overrides or {}).items()))
 
 
 def train_one(_ws, base_path, task: Task, folder: Path, settings: TrainSettings, device: str | None) -> Generator[Progress, None, str]:
@@ -94,7 +135,7 @@ def train_sets(
             settings = family_settings(family, base_settings, seed, index, specs)
             folder = work / family / f"seed{seed}" / task.name
             sets[(family, seed)].append(folder)
-            if not _reusable(folder, settings, task):
+            if not _reusable(folder, settings, task, FAMILIES[family][0]):
                 jobs.append((base_path, task, folder, settings, device))
                 labels.append(f"{family} seed {seed} {task.name}")
     with open_executor(executor, None) as runner:
