@@ -19,6 +19,7 @@ from osrm_gui.core.execution import LOCAL, ExecutorSettings
 from osrm_gui.core.merge import get_method
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.inputs.models import BaseModel, load_base
+from osrm_gui.core.osrm.others import SHIPPED_STATS
 from osrm_gui.core.progress import Progress, Run
 from osrm_gui.core.explore.history import History, HistoryPoint, default_history_path, history_path_for
 from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult, history_point, run_sweep
@@ -47,6 +48,21 @@ class TrainedAdapter:
     task: str
     path: Path
     final_loss: float
+
+
+@dataclass(frozen=True)
+class LoadedStatistics:
+    """What a loaded adapter offers a new adapter trained against it: its task's data in the
+    session, else the statistics shipped in its folder (neither: it cannot be avoided)."""
+
+    label: str
+    task: str | None  # the task it was trained for, paired or recorded in its metadata
+    spec: str | None  # its task data, when the session has it and no statistics were shipped
+    stats: Path | None  # the statistics file shipped next to it
+
+    @property
+    def usable(self) -> bool:
+        return self.spec is not None or self.stats is not None
 
 
 @dataclass
@@ -78,6 +94,7 @@ class MergeSession:
     sweeps: list[SweepResult] = field(default_factory=list)
     history: History | None = None  # where every scored point is recorded (None: the per-user history, opened on first use)
     executor: ExecutorSettings = LOCAL  # where sweeps score their points (an app setting: not saved in the workspace)
+    training_tasks: dict[str, tuple[Task, str]] = field(default_factory=dict)  # tasks added to train a new adapter for (no adapter yet)
     _heads: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _lora_sums: dict = field(default_factory=dict, repr=False)
     _encodings: dict = field(default_factory=dict, repr=False)
@@ -196,32 +213,66 @@ class MergeSession:
         """Every task with data in the session: name -> (task, spec)."""
         return {s.task.name: (s.task, s.task_spec) for s in self.slots if s.task is not None and s.task_spec}
 
+    def trainable_tasks(self) -> dict[str, tuple[Task, str]]:
+        """The loaded adapters' tasks and the tasks added for training: name -> (task, spec)."""
+        return {**self.training_tasks, **self.tasks_by_name()}
+
+    def add_training_task(self, spec: str) -> Task:
+        """A task to train a new adapter for, though no loaded adapter has it yet."""
+        task = resolve_task(spec)
+        self.training_tasks[task.name] = (task, spec)
+        return task
+
+    def loaded_statistics(self) -> list[LoadedStatistics]:
+        """What each enabled adapter offers a new adapter trained against the loaded set; shipped
+        statistics win over task data (they are the adapter's own, and need no features computed)."""
+        offers = []
+        for slot in self.active():
+            task = slot.task.name if slot.task is not None else slot.adapter.task
+            stats = slot.path / SHIPPED_STATS
+            shipped = stats if stats.is_file() else None
+            spec = slot.task_spec if slot.task is not None and shipped is None else None
+            offers.append(LoadedStatistics(slot.label, task, spec, shipped))
+        return offers
+
     def features_job(self, names: list[str], samples: int = 100, targets: list[str] | None = None) -> Generator[Progress, None, dict]:
         from osrm_gui.core.osrm.features import cached_features
 
-        known = self.tasks_by_name()
+        known = self.trainable_tasks()
         result = {}
         for name in names:
             result[name] = yield from cached_features(self.base, known[name][0], targets, samples)
         return result
 
     def train_outputs(self, names: list[str], settings, out_dir: str | Path) -> list[Path]:
-        """The adapter folders :meth:`train_job` would write, one per named task."""
-        return [Path(out_dir) / f"{name}-{settings.init}" for name in names]
+        """The adapter folders :meth:`train_job` would write, one per named task; the knobs that
+        change what A may learn are in the name, so settings trained side by side stay apart."""
+        knobs = [settings.init]
+        if settings.subspace_budget is not None:
+            knobs.append(f"k{settings.subspace_budget}")
+        if settings.subspace_penalty:
+            knobs.append(f"beta{settings.subspace_penalty:g}")
+        if settings.a_lr_multiplier != 1.0 and not settings.freeze_a:
+            knobs.append(f"alr{settings.a_lr_multiplier:g}")
+        return [Path(out_dir) / "-".join([name, *knobs]) for name in names]
 
     def train_job(self, names: list[str], settings, out_dir: str | Path, force: bool = False) -> Generator:
-        """Train one adapter per named task (OSRM inits use the other named tasks); yields
-        progress and a ``TrainedAdapter`` per finished adapter."""
+        """Train one adapter per named task; each avoids the other tasks in ``settings.osrm_tasks``
+        (None: the other named tasks) and the statistics files in ``settings.against_stats`` except
+        those shipped with an adapter of its own task. Yields progress and a ``TrainedAdapter`` per
+        finished adapter."""
         from dataclasses import replace
 
         from osrm_gui.core.osrm.training import train_adapter
 
-        known = self.tasks_by_name()
-        specs = [known[n][1] for n in names]
+        known = self.trainable_tasks()
+        specs = settings.osrm_tasks if settings.osrm_tasks is not None else [known[n][1] for n in names]
+        owners = {str(offer.stats): offer.task for offer in self.loaded_statistics() if offer.stats is not None}
         paths = []
         for index, (name, folder) in enumerate(zip(names, self.train_outputs(names, settings, out_dir))):
             task = known[name][0]
-            task_settings = replace(settings, seed=settings.seed + index, osrm_tasks=specs)
+            against = [f for f in settings.against_stats or [] if owners.get(str(f)) != name]
+            task_settings = replace(settings, seed=settings.seed + index, osrm_tasks=specs, against_stats=against or None)
             run = Run(train_adapter(self.base_path, task, folder, task_settings, self.device, force))
             for event in run:
                 # the stage names the task, so a view can draw one loss curve per task

@@ -25,13 +25,12 @@ from osrm_gui.gui.widgets.automatic_panel import AutomaticPanel
 from osrm_gui.gui.widgets.continual_panel import ContinualPanel
 from osrm_gui.gui.widgets.history_panel import HistoryPanel
 from osrm_gui.gui.widgets.merge_panel import MergePanel
-from osrm_gui.gui.widgets.osrm_panel import OsrmPanel
+from osrm_gui.gui.widgets.osrm_panel import TASK_FILTER, OsrmPanel
 from osrm_gui.gui.widgets.subspace_panel import SubspacePanel
 from osrm_gui.gui.widgets.sweep_panel import SweepPanel
 
 MAX_RECENT = 8
 RECENT = "recent"
-TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"
 SPLITTERS = ("window/splitter", "window/left_splitter")
 HUB_DOWNLOADS = "hub/downloads"
 

@@ -1,23 +1,35 @@
 """OSRM: feature statistics of the tasks, adapters trained from an OSRM (or other)
-initialisation with their loss curves, post-hoc projection of trained adapters, and
-the demo's comparison of initialisation families."""
+initialisation (optionally against the loaded adapters' tasks) with their loss and
+other-task energy curves, post-hoc projection of trained adapters, and the demo's
+comparison of initialisation families."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+    QCheckBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
     QListWidgetItem, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from osrm_gui.core.session import TrainedAdapter
-from osrm_gui.core.osrm.training import INITIALISERS, TrainProgress, TrainSettings
-from osrm_gui.gui.plots.sweep_plot import PALETTE
-from osrm_gui.gui.dialogs.error_dialog import confirm_replace
+from osrm_gui.core.errors import OsrmError
+from osrm_gui.core.inputs.adapters import METADATA_FILE
+from osrm_gui.core.osrm.others import SHIPPED_STATS
+from osrm_gui.core.session import LoadedStatistics, TrainedAdapter
+from osrm_gui.core.osrm.training import TrainProgress, TrainSettings
+from osrm_gui.gui.dialogs.error_dialog import confirm_replace, show_error
+from osrm_gui.gui.plots.train_curves import TrainCurves, percent
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.train_options import TrainOptions
+
+def drift_text(start_end: tuple[float, float]) -> str:
+    start, end = start_end
+    return f"{percent(start)} → {percent(end)}" + (f" (×{end / start:.3g})" if start > 0 else "")
+
+
+TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"  # also the main window's "Pair data…"
 
 
 class OsrmPanel(QWidget):
@@ -27,7 +39,12 @@ class OsrmPanel(QWidget):
         self.selected_row = selected_row  # () -> the adapters table's selected row, or None
         self.tasks = QListWidget()
         self.tasks.setObjectName("osrmTasks")
-        self.tasks.setMaximumHeight(110)
+        self.tasks.setMaximumHeight(96)
+        self.tasks.itemChanged.connect(self._check)
+        add_task = QPushButton("Add a task to train…")
+        add_task.setObjectName("addTrainingTask")
+        add_task.setToolTip("Data of a task no loaded adapter has yet: its new adapter can be trained against the loaded ones")
+        add_task.clicked.connect(self.add_task_dialog)
         self.samples = QSpinBox(minimum=1, maximum=100000, value=100)
         self.samples.setToolTip("Training examples per task whose features are collected (seeded)")
         compute = QPushButton("Compute statistics")
@@ -36,35 +53,36 @@ class OsrmPanel(QWidget):
         self.stats_table = QTableWidget(0, 4)
         self.stats_table.setHorizontalHeaderLabels(["Task", "Examples", "Tokens", "Cache"])
         self.stats_table.verticalHeader().setVisible(False)
-        self.stats_table.setMaximumHeight(130)
+        self.stats_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.stats_table.setMaximumHeight(96)
 
-        self.init = QComboBox()
-        self.init.setObjectName("trainInit")
-        for name, initialiser in INITIALISERS.items():
-            self.init.addItem(name, name)
-            self.init.setItemData(self.init.count() - 1, initialiser.doc, Qt.ToolTipRole)
-        self.init.setCurrentIndex(self.init.findData("osrm-cov"))
-        self.freeze_a = QCheckBox("Freeze A (keep the subspace)")
-        self.freeze_a.setToolTip("Train only B and the head, so lora_A stays orthogonal to the other tasks")
-        self.a_lr = QDoubleSpinBox(minimum=0.0, maximum=10.0, value=1.0, singleStep=0.1)
-        self.a_lr.setToolTip("Learning rate of lora_A relative to the others (e.g. 0.1: A moves less)")
-        self.steps = QSpinBox(minimum=1, maximum=100000, value=300)
-        self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, value=2e-3, singleStep=5e-4)
-        self.rank = QSpinBox(minimum=1, maximum=1024, value=8)
+        self.options = TrainOptions()
+        self.options.changed.connect(self._check)
+        # the knobs, as before they moved into TrainOptions
+        self.init, self.freeze_a, self.a_lr = self.options.init, self.options.freeze_a, self.options.a_lr
+        self.steps, self.lr, self.rank = self.options.steps, self.options.lr, self.options.rank
+        self.against = QCheckBox("Against the loaded adapters' tasks")
+        self.against.setObjectName("trainAgainstLoaded")
+        self.against.setToolTip(
+            "Each new adapter also avoids the tasks of the enabled adapters, ticked or not: the statistics shipped in "
+            f"their folder ({SHIPPED_STATS}; their data need not be shared) or else their task data. "
+            "This is how one more adapter joins a merged set.")
+        self.against.setEnabled(False)  # until adapters are loaded (then it is ticked)
+        self.against.toggled.connect(self._check)
+        self.against_summary = QLabel()
+        self.against_summary.setObjectName("againstSummary")
+        self.against_summary.setStyleSheet("color: #555")
         self.out = QLineEdit(str(Path.cwd() / "trained-adapters"))
         browse = QPushButton("…")
         browse.clicked.connect(lambda: self._browse(self.out))
-        train = QPushButton("Train adapters for the ticked tasks")
-        train.setObjectName("trainAdapters")
-        train.clicked.connect(self.train)
-        self.loss_plot = pg.PlotWidget(background="w")
-        self.loss_plot.setObjectName("lossPlot")
-        self.loss_plot.setLabel("bottom", "step")
-        self.loss_plot.setLabel("left", "training loss")
-        self.loss_plot.addLegend(offset=(-10, 10))
-        self.loss_plot.setMinimumHeight(160)
-        self.curves: dict[str, pg.PlotDataItem] = {}
-        self.losses: dict[str, tuple[list[int], list[float]]] = {}
+        self.train_button = QPushButton("Train adapters for the ticked tasks")
+        self.train_button.setObjectName("trainAdapters")
+        self.train_button.clicked.connect(self.train)
+        self.reason = QLabel()
+        self.reason.setObjectName("trainBlocked")
+        self.reason.setStyleSheet("color: #b00020")
+        self.plots = TrainCurves()
+        self.loss_plot = self.plots.loss_plot
 
         project = QPushButton("Project the selected adapter (post-hoc OSRM)")
         project.setObjectName("projectAdapter")
@@ -75,33 +93,38 @@ class OsrmPanel(QWidget):
         self.status.setWordWrap(True)
 
         stats_box = QGroupBox("1. Feature statistics of the pretrained base")
-        stats_layout = QVBoxLayout(stats_box)
-        stats_layout.addWidget(QLabel("Tasks (ticked ones are used):"))
-        stats_layout.addWidget(self.tasks)
+        tasks_side = QVBoxLayout()
+        tasks_side.addWidget(QLabel("Tasks (ticked ones are used):"))
+        tasks_side.addWidget(self.tasks)
+        tasks_side.addWidget(add_task, 0, Qt.AlignLeft)
+        stats_side = QVBoxLayout()
         row = QHBoxLayout()
         row.addWidget(QLabel("samples per task"))
         row.addWidget(self.samples)
         row.addStretch()
         row.addWidget(compute)
-        stats_layout.addLayout(row)
-        stats_layout.addWidget(self.stats_table)
+        stats_side.addLayout(row)
+        stats_side.addWidget(self.stats_table)
+        stats_layout = QHBoxLayout(stats_box)
+        stats_layout.addLayout(tasks_side, 1)
+        stats_layout.addLayout(stats_side, 1)
 
         train_box = QGroupBox("2. Train one adapter per ticked task")
         form = QFormLayout(train_box)
-        form.addRow("Initialisation", self.init)
-        form.addRow("", self.freeze_a)
-        form.addRow("A learning-rate ×", self.a_lr)
-        numbers = QHBoxLayout()
-        for label, widget in (("steps", self.steps), ("lr", self.lr), ("rank", self.rank)):
-            numbers.addWidget(QLabel(label))
-            numbers.addWidget(widget)
-        form.addRow(numbers)
+        form.addRow(self.options)
+        against = QHBoxLayout()
+        against.addWidget(self.against)
+        against.addWidget(self.against_summary, 1)
+        form.addRow(against)
         where = QHBoxLayout()
         where.addWidget(self.out, 1)
         where.addWidget(browse)
         form.addRow("Output folder", where)
-        form.addRow(train)
-        form.addRow(self.loss_plot)
+        go = QHBoxLayout()
+        go.addWidget(self.reason, 1)
+        go.addWidget(self.train_button)
+        form.addRow(go)
+        form.addRow(self.plots)
 
         compare = QPushButton("Demo: compare initialisations…")
         compare.setObjectName("showCompare")
@@ -126,17 +149,54 @@ class OsrmPanel(QWidget):
         model.baseChanged.connect(self._fill_tasks)
         self._fill_tasks()
 
+    @property
+    def losses(self) -> dict[str, tuple[list[int], list[float]]]:
+        return self.plots.losses
+
+    @property
+    def energies(self) -> dict[str, tuple[list[int], list[float]]]:
+        return self.plots.energies
+
     def _fill_tasks(self) -> None:
         ticked = self.ticked() if self.tasks.count() else None
+        self.tasks.blockSignals(True)
         self.tasks.clear()
-        for name in self.model.session.tasks_by_name():
+        for name in self.model.session.trainable_tasks():
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked if ticked is None or name in ticked else Qt.Unchecked)
             self.tasks.addItem(item)
+        self.tasks.blockSignals(False)
+        # on by default once adapters are loaded; the user's choice stands while they stay loaded
+        loaded = bool(self.model.session.active())
+        if loaded and not self.against.isEnabled():
+            self.against.setChecked(True)
+        self.against.setEnabled(loaded)
+        if not loaded:
+            self.against.setChecked(False)
+        self._check()
 
     def ticked(self) -> list[str]:
         return [self.tasks.item(i).text() for i in range(self.tasks.count()) if self.tasks.item(i).checkState() == Qt.Checked]
+
+    def add_task_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Data of the task to train an adapter for", "", TASK_FILTER)
+        if path:
+            try:
+                self.add_task(path)
+            except OsrmError as exc:
+                show_error(self, "Cannot use this data", str(exc))
+
+    def add_task(self, spec: str) -> None:
+        """A new task joins the list, ticked alone: its adapter is trained against the loaded set."""
+        task = self.model.session.add_training_task(spec)
+        self._fill_tasks()
+        for i in range(self.tasks.count()):
+            self.tasks.item(i).setCheckState(Qt.Checked if self.tasks.item(i).text() == task.name else Qt.Unchecked)
+        if self.against.isEnabled():
+            self.against.setChecked(True)
+        self.status.setText(f"Added task {task.name}: ticked alone, so its adapter is trained against the loaded adapters' tasks."
+                            if self.against.isChecked() else f"Added task {task.name}.")
 
     def _browse(self, field: QLineEdit) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder")
@@ -159,27 +219,88 @@ class OsrmPanel(QWidget):
         warnings = [w for f in features.values() for w in f.warnings]
         self.status.setText("Statistics ready" + (": " + "; ".join(warnings) if warnings else f" for {len(features)} task(s)."))
 
+    # -- training ----------------------------------------------------------------------
+    def _offers(self) -> list[LoadedStatistics]:
+        """What the loaded adapters add to the ticked tasks when training against them (those of a
+        ticked task add nothing: its data is in already)."""
+        if not self.against.isChecked():
+            return []
+        names = set(self.ticked())
+        return [offer for offer in self.model.session.loaded_statistics() if offer.task not in names]
+
     def settings(self) -> TrainSettings:
-        return TrainSettings(rank=self.rank.value(), alpha=2.0 * self.rank.value(), steps=self.steps.value(), lr=self.lr.value(),
-                             init=self.init.currentData(), freeze_a=self.freeze_a.isChecked(), a_lr_multiplier=self.a_lr.value(),
-                             osrm_samples=self.samples.value(), max_length=64)
+        known = self.model.session.trainable_tasks()
+        names = self.ticked()
+        specs = [known[n][1] for n in names]
+        offers = [o for o in self._offers() if o.usable]
+        specs += [o.spec for o in offers if o.spec is not None and o.spec not in specs]
+        stats = [str(o.stats) for o in offers if o.stats is not None]
+        return self.options.settings(osrm_samples=self.samples.value(), osrm_tasks=specs or None, against_stats=stats or None)
+
+    def blocker(self) -> str:
+        """Why Train cannot start now, in one line ('' when it can)."""
+        names = self.ticked()
+        if not names:
+            return "Tick the tasks to train adapters for."
+        settings = self.settings()
+        try:
+            settings.check()
+        except OsrmError as exc:
+            return str(exc)
+        others = len(names) > 1 or any(o.usable for o in self._offers())
+        if settings.init.startswith("osrm") and not others:
+            return "OSRM initialisation needs another task: tick a second one, or train against the loaded adapters' tasks."
+        if (settings.subspace_budget or settings.subspace_penalty) and not others:
+            return "The subspace budget and the penalty need another task's statistics: tick a second task or train against the loaded adapters."
+        return self._budget_too_large(settings)
+
+    def _budget_too_large(self, settings: TrainSettings) -> str:
+        """m = k·r directions must fit in the narrowest adapted layer's input (training would stop there)."""
+        from osrm_gui.core.inputs.models import linear_shape
+        from osrm_gui.core.osrm.features import target_layers
+
+        base = self.model.session.base
+        if settings.subspace_budget is None or base is None:
+            return ""
+        try:
+            d_in = min(linear_shape(module)[1] for module in target_layers(base, settings.targets or base.default_targets).values())
+        except (OsrmError, ValueError):
+            return ""  # no adapted layer to measure: training says what is wrong
+        m = settings.subspace_budget * settings.rank
+        if m <= d_in:
+            return ""
+        return f"Subspace budget {settings.subspace_budget}: m = k·rank = {m} exceeds the layers' input size {d_in}; use k ≤ {d_in // settings.rank}."
+
+    def _check(self, *_) -> None:
+        reason = self.blocker()
+        self.reason.setText(reason)
+        self.reason.setToolTip(reason)
+        self.train_button.setEnabled(not reason)
+        self._summarise_against()
+
+    def _summarise_against(self) -> None:
+        offers = self._offers()
+        data = sum(o.spec is not None for o in offers)
+        shipped = sum(o.stats is not None for o in offers)
+        lost = [o.label for o in offers if not o.usable]
+        parts = ([f"{data} from task data"] if data else []) + ([f"{shipped} from shipped statistics"] if shipped else [])
+        text = f"adds {data + shipped} other task(s): " + ", ".join(parts) if parts else ("no other adapter loaded" if self.against.isChecked() else "")
+        if lost:
+            text += f"; {', '.join(lost)} skipped (no task data, no {SHIPPED_STATS})"
+        self.against_summary.setText(text)
 
     def train(self) -> None:
+        reason = self.blocker()
+        if reason:
+            self.status.setText(reason)
+            return
         names = self.ticked()
         settings = self.settings()
-        if not names:
-            self.status.setText("Tick the tasks to train adapters for.")
-            return
-        if settings.init.startswith("osrm") and len(names) < 2:
-            self.status.setText("OSRM initialisation needs at least two ticked tasks (each adapter avoids the others' features).")
-            return
         existing = [p for p in self.model.session.train_outputs(names, settings, self.out.text()) if p.exists()]
         if existing and not confirm_replace(self, existing):
             self.status.setText("Not trained: those adapter folders are kept.")
             return
-        for curve in self.curves.values():
-            self.loss_plot.removeItem(curve)
-        self.curves, self.losses = {}, {}
+        self.plots.clear()
         self.status.setText(f"Training {len(names)} adapter(s) with init {settings.init}…")
         force = bool(existing)
         self.model.jobs.start(f"Training ({settings.init})", lambda: self.model.session.train_job(names, settings, self.out.text(), force),
@@ -188,20 +309,20 @@ class OsrmPanel(QWidget):
     def _train_event(self, event) -> None:
         if isinstance(event, TrainedAdapter):
             self.model.add_adapters([str(event.path)])
-            self.status.setText(f"Trained {event.task} (final loss {event.final_loss:.3f}) → {event.path}; added to the adapters.")
+            recorded = json.loads((event.path / METADATA_FILE).read_text()).get("other_energy") or {}  # just written by the job
+            self.plots.mark_start(event.task, float(recorded.get("start", "nan")))
+            drift = self.plots.start_and_end(event.task)
+            energy = f"; others' energy {drift_text(drift)}" if drift else ""
+            self.status.setText(f"Trained {event.task} (final loss {event.final_loss:.3f}{energy}) → {event.path}; added to the adapters.")
             return
         if isinstance(event, TrainProgress) and event.stage.startswith("train:"):
-            task = event.stage.split(":", 1)[1]
-            steps, losses = self.losses.setdefault(task, ([], []))
-            steps.append(event.done)
-            losses.append(event.loss)
-            if task not in self.curves:
-                colour = PALETTE[len(self.curves) % len(PALETTE)]
-                self.curves[task] = self.loss_plot.plot([], [], pen=pg.mkPen(colour, width=2), name=task)
-            self.curves[task].setData(steps, losses)
+            self.plots.add(event.stage.split(":", 1)[1], event.done, event.loss, event.other_energy)
 
     def _trained_all(self, paths) -> None:
-        self.status.setText(f"Trained {len(paths)} adapter(s) into {self.out.text()}; they are in the adapters list.")
+        drifts = {task: self.plots.start_and_end(task) for task in self.losses}
+        energy = ", ".join(f"{task} {drift_text(d)}" for task, d in drifts.items() if d)
+        self.status.setText(f"Trained {len(paths)} adapter(s) into {self.out.text()}; they are in the adapters list."
+                            + (f" Others' energy share in row(A), start → end: {energy}." if energy else ""))
 
     def show_compare(self):
         from osrm_gui.gui.dialogs.compare_dialog import CompareDialog
