@@ -26,14 +26,20 @@ def collect_on_the_gui_thread(qapp):
     collector.stop()
 
 
-@pytest.fixture()
-def window(qtbot, tiny_base_dir, tiny_adapters):
+def open_window(qtbot, base, adapters):
+    """The app on ``base`` and ``adapters`` (small previews), shown, once its first evaluation is done."""
     from osrm_gui.gui.app import build_window, parse_args
 
-    win = build_window(parse_args(["--base", str(tiny_base_dir), "--preview-size", "12", *map(str, tiny_adapters)]))
+    win = build_window(parse_args(["--base", str(base), "--preview-size", "12", *map(str, adapters)]))
     qtbot.addWidget(win)
     win.show()
     wait_idle(qtbot, win)
+    return win
+
+
+@pytest.fixture()
+def window(qtbot, tiny_base_dir, tiny_adapters):
+    win = open_window(qtbot, tiny_base_dir, tiny_adapters)
     assert win.model.result is not None
     yield win
     win.model.jobs.cancel()

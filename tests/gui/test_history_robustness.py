@@ -13,7 +13,7 @@ from osrm_gui.core.explore.history import History, default_history_path, history
 from osrm_gui.gui.main_window import MainWindow, recent_workspaces, remember_workspace
 from osrm_gui.gui.state import SessionModel
 from tests.core.test_history_robustness import damaged, foreign
-from tests.gui.conftest import wait_idle
+from tests.gui.conftest import open_window, wait_idle
 
 
 @pytest.fixture()
@@ -29,16 +29,6 @@ def answers(monkeypatch):
 
     monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
     return Answers
-
-
-def open_window(qtbot, tiny_base_dir, tiny_adapters):
-    from osrm_gui.gui.app import build_window, parse_args
-
-    win = build_window(parse_args(["--base", str(tiny_base_dir), "--preview-size", "12", *map(str, tiny_adapters)]))
-    qtbot.addWidget(win)
-    win.show()
-    wait_idle(qtbot, win)
-    return win
 
 
 def set_aside_files(path):

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt
 
 from osrm_gui.core.osrm.others import SHIPPED_STATS
 from tests.conftest import write_task_csv
-from tests.gui.conftest import wait_idle
+from tests.gui.conftest import open_window, wait_idle
 
 
 def tick_only(panel, *names):
@@ -29,16 +29,6 @@ def train(qtbot, window, panel):
         qtbot.mouseClick(panel.train_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: window.adapters.table.rowCount() > before, timeout=20000)
     wait_idle(qtbot, window)
-
-
-def open_window(qtbot, base, adapters):
-    from osrm_gui.gui.app import build_window, parse_args
-
-    win = build_window(parse_args(["--base", str(base), "--preview-size", "12", *map(str, adapters)]))
-    qtbot.addWidget(win)
-    win.show()
-    wait_idle(qtbot, win)
-    return win
 
 
 @pytest.fixture()
