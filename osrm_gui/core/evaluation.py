@@ -1,5 +1,8 @@
 """Per-task evaluation of the base model's current (possibly merged) backbone,
-each task through its own head: batched, length-sorted, dynamically padded."""
+each task through its own head: batched, length-sorted, dynamically padded.
+
+A caller that keeps an :class:`EvaluationCache` also gets each task's per-example labels and
+predictions, from which the preview draws its confidence intervals and paired tests."""
 
 from __future__ import annotations
 
@@ -14,6 +17,47 @@ from osrm_gui.core.metrics import compute_metrics, predictions_from_logits
 from osrm_gui.core.inputs.models import BaseModel
 from osrm_gui.core.progress import Progress
 from osrm_gui.core.inputs.tasks import Task, TaskSplit
+
+
+@dataclass(frozen=True, eq=False)
+class Outcomes:
+    """One task's labels and predictions per example, in the split's order, compactly typed
+    (a hundred examples take a few hundred bytes)."""
+
+    labels: np.ndarray
+    predictions: np.ndarray
+
+    @classmethod
+    def of(cls, labels, predictions, regression: bool) -> "Outcomes":
+        kind = np.float32 if regression else _class_type(labels, predictions)
+        return cls(np.asarray(labels).astype(kind, copy=False), np.asarray(predictions).astype(kind, copy=False))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int) -> "Outcomes":
+        return self if n >= len(self) else Outcomes(self.labels[:n], self.predictions[:n])
+
+    def then(self, later: "Outcomes") -> "Outcomes":
+        """These examples followed by ``later``'s."""
+        return Outcomes(np.concatenate([self.labels, later.labels]), np.concatenate([self.predictions, later.predictions]))
+
+
+def _class_type(labels, predictions):
+    largest = max(int(np.max(labels, initial=0)), int(np.max(predictions, initial=0)))
+    return np.int16 if largest < 2**15 else np.int64
+
+
+class EvaluationCache(dict):
+    """What a caller keeps across evaluations: the tokenised splits (the dict itself) and, in
+    ``outcomes``, each task's per-example outcomes from its latest evaluation. With ``metrics``
+    false, evaluations through it return only each task's ``n``: the caller scores the outcomes
+    itself (a preview scores parts of a split and their union, and needs no metric of each part)."""
+
+    def __init__(self, *args, metrics: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outcomes: dict[str, Outcomes] = {}
+        self.metrics = metrics
 
 
 @dataclass
@@ -86,7 +130,8 @@ def evaluate_tasks(
 ) -> Generator[Progress, None, dict[str, dict[str, float]]]:
     """Metrics per task for the backbone as it is now; ``heads`` maps task name → head.
 
-    ``cache`` (a dict the caller keeps) saves re-tokenising across calls.
+    ``cache`` (a dict the caller keeps) saves re-tokenising across calls; an
+    :class:`EvaluationCache` also keeps each task's per-example outcomes.
     """
     results: dict[str, dict[str, float]] = {}
     try:
@@ -101,6 +146,11 @@ def evaluate_tasks(
             base.set_head(heads[task.name])
             logits = yield from predict_logits(base, encoded, batch_size, f"eval:{task.name}")
             predictions = predictions_from_logits(logits, task.is_regression)
+            if isinstance(cache, EvaluationCache):
+                cache.outcomes[task.name] = Outcomes.of(data.labels, predictions, task.is_regression)
+                if not cache.metrics:
+                    results[task.name] = {"n": len(data)}
+                    continue
             scores = compute_metrics(data.labels, predictions, task.is_regression)
             results[task.name] = {"metric": scores[task.metric], **scores, "n": len(data)}
     finally:

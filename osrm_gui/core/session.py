@@ -4,12 +4,15 @@ results computed so far. Saved as a JSON workspace with relative paths."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
+import numpy as np
 from torch import nn
 
 from osrm_gui.core.inputs.adapters import Adapter, load_adapter, validate_adapter
@@ -18,15 +21,20 @@ from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.execution import LOCAL, ExecutorSettings
 from osrm_gui.core.merge import get_method
 from osrm_gui.core.merge.spec import MergeSpec
+from osrm_gui.core.metrics import compute_metrics
+from osrm_gui.core.metrics.confidence import TaskUncertainty, batch_metric, task_uncertainty
+from osrm_gui.core.evaluation import EvaluationCache, Outcomes
 from osrm_gui.core.inputs.models import BaseModel, load_base
 from osrm_gui.core.osrm.others import SHIPPED_STATS
 from osrm_gui.core.progress import Progress, Run
 from osrm_gui.core.explore.history import History, HistoryPoint, default_history_path, history_path_for
 from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult, history_point, run_sweep
-from osrm_gui.core.inputs.tasks import Task, align_to_head, resolve_task
+from osrm_gui.core.inputs.tasks import Task, TaskSplit, align_to_head, resolve_task
 from osrm_gui.core.workspace import Workspace
 
 WORKSPACE_FORMAT = "osrm-gui/workspace@1"
+PREVIEW_FIRST = 16  # examples per task a preview scores first: numbers in a fraction of the time, then refined
+EVALUATION_SPLIT = "test"
 
 
 @dataclass
@@ -70,7 +78,11 @@ class EvalResult:
     kind: str  # "preview" or "full"
     spec: MergeSpec
     scores: dict[str, dict]  # task -> {"metric": …, "n": …}
-    single: dict[str, dict] = field(default_factory=dict)  # each task's adapter alone, same examples
+    single: dict[str, dict] = field(default_factory=dict)  # each task's reference adapter alone, same examples
+    references: dict[str, str] = field(default_factory=dict)  # task -> path of the adapter behind its single score (its head scores the merge)
+    uncertainty: dict[str, TaskUncertainty] = field(default_factory=dict)  # task -> 95 % intervals and the paired test
+    partial: bool = False  # a preview's first pass, on its first examples only: the full preview follows
+    key: str | None = field(default=None, compare=False, repr=False)  # MergeSession.result_key of the settings it scored
 
     @property
     def average(self) -> float:
@@ -88,9 +100,10 @@ class MergeSession:
     lam: float = 1.0
     seed: int = 0
     preview_limit: int = 100
+    preview_first: int = PREVIEW_FIRST  # examples per task of a preview's first pass (0, or ≥ preview_limit: one pass)
     device: str | None = None
     last_result: EvalResult | None = None
-    single_cache: dict[str, dict] = field(default_factory=dict)  # "adapter hash|task|limit" -> scores
+    references: dict[str, Path] = field(default_factory=dict)  # task -> the adapter chosen as its reference, when several serve it
     sweeps: list[SweepResult] = field(default_factory=list)
     history: History | None = None  # where every scored point is recorded (None: the per-user history, opened on first use)
     executor: ExecutorSettings = LOCAL  # where sweeps score their points (an app setting: not saved in the workspace)
@@ -98,6 +111,12 @@ class MergeSession:
     _heads: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _lora_sums: dict = field(default_factory=dict, repr=False)
     _encodings: dict = field(default_factory=dict, repr=False)
+    _row_encodings: EvaluationCache = field(default_factory=lambda: EvaluationCache(metrics=False), repr=False)  # of a preview's row ranges
+    _single_scores: dict[tuple[str, int], dict] = field(default_factory=dict, repr=False)  # (single_identity, examples) -> scores
+    _encoded_tasks: dict[str, Task] = field(default_factory=dict, repr=False)  # the Task each encoding's name stood for
+    _single_predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # single_identity -> predictions, in split order
+    _task_hashes: dict[int, tuple[Task, str]] = field(default_factory=dict, repr=False)  # id -> (the task, pinned; its content hash)
+    _unsaved_singles: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # single_identity -> (task, adapter hash)
 
     # -- base and adapters ------------------------------------------------
     def load_base(self, path: str | Path | None = None) -> BaseModel:
@@ -107,6 +126,7 @@ class MergeSession:
         self.base, self.base_path = base, (Path(path) if path is not None else None)
         self._heads.clear()
         self._encodings.clear()
+        self._row_encodings.clear()
         return base
 
     def read_adapter(self, path: str | Path) -> AdapterSlot:
@@ -155,8 +175,9 @@ class MergeSession:
         slots = self.active()
         if not slots:
             raise OsrmError("no enabled adapters to merge")
-        scored = [s for s in slots if s.task is not None and s.adapter.head]
+        scored = list(self.reference_slots().values())
         ws = Workspace(self.base, [s.adapter for s in slots], [s.task for s in scored], {s.task.name: s.adapter for s in scored})
+        self._forget_encodings_of_replaced_tasks(ws.tasks)
         ws.encoding_cache = self._encodings
         heads = {}
         for s in scored:
@@ -167,26 +188,139 @@ class MergeSession:
         ws.lora_sum_cache = self._lora_sums
         return ws
 
-    def evaluate_job(self, full: bool = False) -> Generator[Progress, None, EvalResult]:
-        """The merge scored on the preview subset (or everything), with each task's
-        adapter alone on the same examples as the reference (cached)."""
-        ws = self.workspace()
-        limit = None if full else self.preview_limit
-        spec = self.spec().resolved(len(ws.adapters))
-        single = yield from self._single(ws, limit)
-        names = [s.label for s in self.active()]
-        scores = yield from ws.score(spec, limit=limit)
-        self.run_history().record(history_point(ws, spec, "test", limit, names, scores))
-        return EvalResult("full" if full else "preview", spec, scores, single)
+    # -- references: which adapter alone each task is compared with ---------------------
+    def serving(self, task: str) -> list[AdapterSlot]:
+        """The enabled adapters (with a head) whose paired data is the task named ``task``."""
+        return [s for s in self.active() if s.task is not None and s.adapter.head and s.task.name == task]
 
-    def _single(self, ws: Workspace, limit: int | None) -> Generator[Progress, None, dict]:
-        key = lambda task: f"{ws.pairs[task.name].content_hash}|{task.content_hash()}|{limit}"  # noqa: E731
-        missing = [t for t in ws.tasks if key(t) not in self.single_cache]
-        if missing:
-            sub = Workspace(ws.base, ws.adapters, missing, ws.pairs, _heads=ws._heads, encoding_cache=ws.encoding_cache)
-            scores = yield from sub.evaluate_single(limit=limit)
-            self.single_cache.update({key(t): scores[t.name] for t in missing})
-        return {t.name: self.single_cache[key(t)] for t in ws.tasks}
+    def reference_slots(self) -> dict[str, AdapterSlot]:
+        """Each scored task's reference adapter: the one chosen for it, else the first loaded that serves
+        it (an adapter added later never silently replaces it). Its head scores the merge on the task."""
+        chosen: dict[str, AdapterSlot] = {}
+        for slot in self.active():
+            if slot.task is None or not slot.adapter.head:
+                continue
+            name = slot.task.name
+            wanted = self.references.get(name)
+            if name not in chosen or (wanted is not None and _same_path(slot.path, wanted) and not _same_path(chosen[name].path, wanted)):
+                chosen[name] = slot
+        return chosen
+
+    def set_reference(self, task: str, path: str | Path) -> None:
+        if not any(_same_path(s.path, path) for s in self.serving(task)):
+            raise OsrmError(f"{path}: not an enabled adapter of the task {task}")
+        self.references[task] = Path(path).resolve()
+
+    # -- evaluation --------------------------------------------------------------------
+    def result_key(self, full: bool = False) -> str | None:
+        """A hash of everything a preview (or full evaluation) of the current settings depends on,
+        so a result can be reused; None when there is nothing to score or a setting is impossible."""
+        slots = self.active()
+        if self.base is None or not slots:
+            return None
+        try:
+            spec = self.spec().resolved(len(slots))
+        except OsrmError:
+            return None
+        defaults = Workspace.__dataclass_fields__
+        identity = {
+            "base": self.base.fingerprint, "dtype": str(self.base.dtype), "adapters": [s.adapter.content_hash for s in slots],
+            "tasks": {name: [self._task_hash(s.task), s.task.metric, s.adapter.content_hash] for name, s in self.reference_slots().items()},
+            "spec": spec.to_dict(), "limit": None if full else self.preview_limit,
+            "evaluation": [defaults["batch_size"].default, defaults["max_length"].default],
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+    def evaluate_job(self, full: bool = False) -> Generator[Progress | EvalResult, None, EvalResult]:
+        """The merge scored on the preview examples (or all), with each task's reference adapter alone on
+        the same examples, their 95 % intervals and a paired test. A preview longer than ``preview_first``
+        scores that many examples of each task first and yields that partial result; the full pass then
+        scores only the examples after them (the first pass's are the same examples, and kept)."""
+        key = self.result_key(full)
+        ws = self.workspace()
+        spec = self.spec().resolved(len(ws.adapters))
+        limit = None if full else self.preview_limit
+        sizes = {t.name: len(t.split(EVALUATION_SPLIT)) for t in ws.tasks}
+        stages = [limit] if full or not 0 < self.preview_first < limit else [self.preview_first, limit]
+        score_rows = yield from _merge_scorer(ws, spec)
+        merged: dict[str, Outcomes] = {}
+        for stage in stages:
+            stops = {name: size if stage is None else min(stage, size) for name, size in sizes.items()}
+            single = yield from self._single_outcomes(ws, stops)
+            fresh = yield from _outcomes_of_rows(ws, ws.tasks, {n: (len(merged.get(n, ())), stop) for n, stop in stops.items()}, score_rows,
+                                                 self._row_encodings)
+            merged = {t.name: merged[t.name].then(fresh[t.name]) if t.name in merged and t.name in fresh else fresh.get(t.name, merged.get(t.name))
+                      for t in ws.tasks}
+            partial = stage != stages[-1]
+            alone = {t.name: self._single_scores_of(ws, t, single[t.name], partial) for t in ws.tasks}
+            result = _result(ws, spec, "full" if full else "preview", merged, single, alone, partial, key)
+            if partial:
+                yield result
+        names = [s.label for s in self.active()]
+        self.run_history().record(history_point(ws, spec, EVALUATION_SPLIT, limit, names, result.scores))
+        self._save_singles()
+        return result
+
+    def single_identity(self, ws: Workspace, task: Task) -> str:
+        """What the reference adapter's predictions on ``task`` depend on (not how many examples: a stored
+        prefix serves any shorter preview)."""
+        identity = {"base": ws.base.fingerprint, "dtype": str(ws.base.dtype), "adapter": ws.pairs[task.name].content_hash,
+                    "task": self._task_hash(task), "split": EVALUATION_SPLIT, "evaluation": [ws.batch_size, ws.max_length]}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def _single_outcomes(self, ws: Workspace, stops: dict[str, int]) -> Generator[Progress, None, dict[str, Outcomes]]:
+        """Each task's reference adapter alone on its first ``stops[task]`` examples: from this session,
+        else from the run history (a later launch), else scored now, only past what is known, and kept in both."""
+        identities = {t.name: self.single_identity(ws, t) for t in ws.tasks}
+        short = [identities[t.name] for t in ws.tasks if len(self._single_predictions.get(identities[t.name], ())) < stops[t.name]]
+        stored = self.run_history().single_predictions(short)
+        known: dict[str, np.ndarray] = {}
+        for task in ws.tasks:
+            identity = identities[task.name]
+            if len(stored.get(identity, ())) > len(self._single_predictions.get(identity, ())):
+                self._single_predictions[identity] = np.asarray(stored[identity], _prediction_type(task))
+            known[task.name] = self._single_predictions.get(identity, np.zeros(0, _prediction_type(task)))
+        ranges = {t.name: (len(known[t.name]), stops[t.name]) for t in ws.tasks}
+        fresh = yield from _outcomes_of_rows(ws, ws.tasks, ranges, lambda sub, split: sub.evaluate_single(split), self._row_encodings)
+        for task in ws.tasks:
+            if task.name in fresh:
+                predictions = known[task.name] = np.concatenate([known[task.name], fresh[task.name].predictions])
+                identity = identities[task.name]
+                self._single_predictions[identity] = predictions
+                self._unsaved_singles[identity] = (task.name, ws.pairs[task.name].content_hash)
+        return {t.name: _outcomes(t, known[t.name][: stops[t.name]]) for t in ws.tasks}
+
+    def _save_singles(self) -> None:
+        """Into the run history, in one write once a job is done (not one per task and pass, before
+        the first numbers): a later launch then finds them."""
+        unsaved, self._unsaved_singles = self._unsaved_singles, {}
+        self.run_history().record_singles([(identity, task, adapter, self._single_predictions[identity].tolist())
+                                           for identity, (task, adapter) in unsaved.items()])
+
+    def _single_scores_of(self, ws: Workspace, task: Task, outcomes: Outcomes, partial: bool) -> dict:
+        """The reference's scores on these examples: the same for every merge, so computed once."""
+        if partial:
+            return _quick_scores(task, outcomes)
+        key = (self.single_identity(ws, task), len(outcomes))
+        if key not in self._single_scores:
+            self._single_scores[key] = _task_scores(task, outcomes)
+        return self._single_scores[key]
+
+    def _task_hash(self, task: Task) -> str:
+        # a task's data does not change once loaded; hashing it (ms for thousands of rows) once per Task is enough
+        entry = self._task_hashes.get(id(task))
+        if entry is None or entry[0] is not task:
+            entry = self._task_hashes[id(task)] = (task, task.content_hash())
+        return entry[1]
+
+    def _forget_encodings_of_replaced_tasks(self, tasks: list[Task]) -> None:
+        """Encodings are keyed by task name: when a name now stands for other data (data paired anew,
+        another reference chosen), none of them may be reused."""
+        if any(self._encoded_tasks.get(t.name, t) is not t for t in tasks):
+            self._encodings.clear()
+            self._row_encodings.clear()
+            self._encoded_tasks.clear()
+        self._encoded_tasks.update({t.name: t for t in tasks})
 
     def sweep_job(
         self, axes: list[Axis] | str, values: list[float] | None = None, limit: int | None = None, methods: list[str] | None = None
@@ -316,11 +450,11 @@ class MergeSession:
                 {"path": rel(s.path), "label": s.label, "enabled": s.enabled, "coefficient": s.coefficient,
                  "task": _portable_spec(s.task_spec, where)} for s in self.slots
             ],
-            "merge": {"method": self.method, "params": self.params, "lambda": self.lam, "seed": self.seed},
+            "merge": {"method": self.method, "params": self.params, "lambda": self.lam, "seed": self.seed,
+                      "references": {task: rel(path) for task, path in self.references.items()}},
             "preview_limit": self.preview_limit,
             "results": {
-                "last": None if self.last_result is None else {"kind": self.last_result.kind, "spec": self.last_result.spec.to_dict(),
-                                                               "scores": self.last_result.scores, "single": self.last_result.single},
+                "last": None if self.last_result is None else _result_dict(self.last_result, rel),
                 "sweeps": [
                     {"axes": [{"target": a.target, "values": list(a.values)} for a in r.axes], "methods": r.methods, "spec": r.spec.to_dict(),
                      "points": [{"values": list(p.values), "method": p.method, "scores": p.scores} for p in r.points]}
@@ -375,6 +509,82 @@ class MergeSession:
         return {"names": [s.label for s in slots], "per_layer": per_layer, "fidelity": fidelity, "fidelity_error": fidelity_error}
 
 
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+RowScorer = Callable[[Workspace, str], Generator]
+
+
+def _merge_scorer(ws: Workspace, spec: MergeSpec) -> Generator[Progress, None, RowScorer]:
+    """How to score the merge ``spec`` on a workspace of some rows: a method that is a weighted sum of
+    task vectors runs through the LoRA-sum hooks (nothing to merge); any other is merged once, here,
+    and that merge evaluated on every pass."""
+    if get_method(spec.method).adapter_weights is not None:
+        return lambda sub, split: sub.score(spec, split)
+    merged = yield from ws.merge(spec)
+    return lambda sub, split: sub.evaluate(merged, split)
+
+
+def _outcomes_of_rows(ws: Workspace, tasks: list[Task], rows: dict[str, tuple[int, int]], score: RowScorer,
+                      cache: EvaluationCache) -> Generator[Progress, None, dict[str, Outcomes]]:
+    """Per-example outcomes of each task on its test rows ``rows[task] = (start, stop)`` (tasks with none
+    left out): ``score`` runs on a workspace whose tasks hold just those rows, as a split named after them
+    (so their tokenisation is cached in ``cache`` apart from every other range)."""
+    groups: dict[tuple[int, int], list[Task]] = defaultdict(list)
+    for task in tasks:
+        start, stop = rows[task.name]
+        if stop > start:
+            groups[(start, stop)].append(task)
+    found: dict[str, Outcomes] = {}
+    for (start, stop), group in groups.items():
+        split = f"{EVALUATION_SPLIT}[{start}:{stop}]"
+        sliced = [replace(t, splits={split: _slice(t.split(EVALUATION_SPLIT), start, stop)}) for t in group]
+        sub = Workspace(ws.base, ws.adapters, sliced, ws.pairs, _heads=ws.heads, encoding_cache=cache,
+                        lora_sum_cache=ws.lora_sum_cache, batch_size=ws.batch_size, max_length=ws.max_length)
+        yield from score(sub, split)
+        found.update({t.name: cache.outcomes[t.name] for t in group})
+    return found
+
+
+def _slice(split: TaskSplit, start: int, stop: int) -> TaskSplit:
+    return TaskSplit(split.texts[start:stop], split.labels[start:stop], split.pairs[start:stop] if split.pairs else None)
+
+
+def _prediction_type(task: Task):
+    return np.float32 if task.is_regression else np.int64
+
+
+def _outcomes(task: Task, predictions: np.ndarray) -> Outcomes:
+    labels = task.split(EVALUATION_SPLIT).labels[: len(predictions)]
+    return Outcomes.of(labels, predictions, task.is_regression)
+
+
+def _task_scores(task: Task, outcomes: Outcomes) -> dict:
+    """The task's metrics from its per-example predictions (its own labels, exactly as evaluation reads them)."""
+    labels = task.split(EVALUATION_SPLIT).labels[: len(outcomes)]
+    scores = compute_metrics(labels, outcomes.predictions, task.is_regression)
+    return {"metric": scores[task.metric], **scores, "n": len(outcomes)}
+
+
+def _quick_scores(task: Task, outcomes: Outcomes) -> dict:
+    """Only the task's own metric, by numpy: a first pass's numbers, replaced by the full pass's, need not
+    wait for scikit-learn (a second to import on a busy machine, ~10 ms a task after)."""
+    value = float(batch_metric(task.metric, outcomes.labels[None], outcomes.predictions[None])[0])
+    return {"metric": value, task.metric: value, "n": len(outcomes)}
+
+
+def _result(ws: Workspace, spec: MergeSpec, kind: str, merged: dict[str, Outcomes], single: dict[str, Outcomes], alone: dict[str, dict],
+            partial: bool, key: str | None) -> EvalResult:
+    scores, uncertainty = {}, {}
+    for task in ws.tasks:
+        scores[task.name] = (_quick_scores if partial else _task_scores)(task, merged[task.name])
+        uncertainty[task.name] = task_uncertainty(task.metric, merged[task.name].labels, merged[task.name].predictions,
+                                                  single[task.name].predictions, scores[task.name]["metric"], alone[task.name]["metric"])
+    references = {t.name: str(ws.pairs[t.name].path) for t in ws.tasks}
+    return EvalResult(kind, spec, scores, alone, references, uncertainty, partial, key)
+
+
 def _fit_to_head(task: Task, adapter: Adapter, spec: str, label: str) -> Task:
     """The task's labels checked against (and numbered as) the adapter's head, as pair_tasks does."""
     align_to_head(task, adapter.metadata.get("label_names"), str(adapter.path))
@@ -409,6 +619,7 @@ def open_session(path: str | Path, device: str | None = None) -> Generator[Progr
     session.params = merge.get("params", {})
     session.lam = float(merge.get("lambda", 1.0))
     session.seed = int(merge.get("seed", 0))
+    session.references = {task: (where / path).resolve() for task, path in (merge.get("references") or {}).items()}
     session.preview_limit = int(data.get("preview_limit", session.preview_limit))
     entries = data.get("adapters", [])
     yield Progress("open", 0, len(entries) + 1, "base model")
@@ -424,8 +635,7 @@ def open_session(path: str | Path, device: str | None = None) -> Generator[Progr
     results = data.get("results") or {}
     try:
         if results.get("last"):
-            last = results["last"]
-            session.last_result = EvalResult(last["kind"], MergeSpec(**last["spec"]), last["scores"], last.get("single", {}))
+            session.last_result = _read_result(results["last"], where)
         session.sweeps = [_read_sweep(r) for r in results.get("sweeps", [])]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise OsrmError(f"{path}: its saved results are malformed ({type(exc).__name__}: {exc}); remove the \"results\" entry to open it without them") from None
@@ -449,6 +659,9 @@ def _check_workspace(path: Path, data: dict) -> None:
                                   ("seed", int, "a whole number")):
         if key in merge and (not isinstance(merge[key], kind) or isinstance(merge[key], bool)):
             raise wrong(f"merge.{key}", merge[key], expected)
+    references = merge.get("references")
+    if references is not None and (not isinstance(references, dict) or not all(isinstance(v, str) for v in references.values())):
+        raise wrong("merge.references", references, "an object of task → adapter path")
     if "preview_limit" in data and (not isinstance(data["preview_limit"], int) or data["preview_limit"] < 1):
         raise wrong("preview_limit", data["preview_limit"], "a whole number ≥ 1")
     entries = data.get("adapters", [])
@@ -463,6 +676,20 @@ def _check_workspace(path: Path, data: dict) -> None:
                 raise wrong(f"adapters[{i}].{key}", entry.get(key), expected)
         if entry.get("task") is not None and not isinstance(entry["task"], str):
             raise wrong(f"adapters[{i}].task", entry["task"], "a task spec")
+
+
+def _result_dict(result: EvalResult, rel: Callable[[str], str]) -> dict:
+    return {"kind": result.kind, "spec": result.spec.to_dict(), "scores": result.scores, "single": result.single,
+            "references": {task: rel(path) for task, path in result.references.items()},
+            "uncertainty": {task: u.to_dict() for task, u in result.uncertainty.items()}, "partial": result.partial}
+
+
+def _read_result(data: dict, where: Path) -> EvalResult:
+    """A saved result; one saved before intervals and references has neither (the chart then shows none)."""
+    return EvalResult(data["kind"], MergeSpec(**data["spec"]), data["scores"], data.get("single", {}),
+                      {task: str((where / path).resolve()) for task, path in (data.get("references") or {}).items()},
+                      {task: TaskUncertainty.from_dict(u) for task, u in (data.get("uncertainty") or {}).items()},
+                      bool(data.get("partial", False)))
 
 
 def _read_sweep(data: dict) -> SweepResult:

@@ -5,6 +5,7 @@ starts runs in the job slot, off the GUI thread."""
 from __future__ import annotations
 
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -24,13 +25,15 @@ from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult
 from osrm_gui.gui.workers import JobSlot, one_line
 
 PREVIEW_DEBOUNCE_MS = 250
+RESULTS_KEPT = 64  # recent previews a slider can come back to without scoring them again
 
 
 class SessionModel(QObject):
     baseChanged = Signal()
     adaptersChanged = Signal()  # rows added, removed, renamed, enabled
     mergeChanged = Signal()  # method, parameters, coefficients, λ
-    resultChanged = Signal()  # a preview or full evaluation arrived
+    resultChanged = Signal()  # a preview (its first pass, then the full one) or a full evaluation arrived
+    updatingChanged = Signal(bool)  # the numbers shown are (about to be) recomputed for changed settings
     sweepStarted = Signal(object)  # SweepResult (empty)
     sweepPoint = Signal(object)  # SweepPoint
     sweepFinished = Signal(object)  # SweepResult
@@ -54,6 +57,14 @@ class SessionModel(QObject):
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._debounce = QTimer(self, singleShot=True, interval=PREVIEW_DEBOUNCE_MS)
         self._debounce.timeout.connect(self.preview)
+        self.updating = False
+        self._results: OrderedDict[str, EvalResult] = OrderedDict()  # result key -> final preview
+        self._wanted: str | None = None  # the key of the settings whose numbers should be shown
+        self._requested: str | None = None  # the key of the latest preview job started, until it ends
+        self._token: object | None = None  # that job's token, and the token of the preview job running
+        self._running_token: object | None = None
+        self.jobs.finished.connect(self._job_finished)
+        self.jobs.busyChanged.connect(self._jobs_busy)
 
     # -- reading state -------------------------------------------------------
     @property
@@ -133,7 +144,8 @@ class SessionModel(QObject):
             self.sweepFinished.emit(result)
         for path, reason in refused:
             self.adapterRefused.emit(path, reason)
-        if session.last_result is None and session.active():
+        self._wanted = self._requested = None
+        if (session.last_result is None or session.last_result.partial) and session.active():
             self.preview()
 
     def add_adapters(self, paths: list[str]) -> None:
@@ -199,6 +211,16 @@ class SessionModel(QObject):
             slot.coefficient = 1.0
         self._changed(immediate=True)
 
+    def set_reference(self, task: str, path: str) -> None:
+        """Compare ``task``'s merged score with the adapter at ``path`` alone (one of those serving it);
+        the merge is then scored through that adapter's head on the task."""
+        current = self.session.reference_slots().get(task)
+        if current is not None and current.path.resolve() == Path(path).resolve():
+            return
+        self.session.set_reference(task, path)
+        self.message.emit(f"{task} is now compared with {Path(path).name} alone")
+        self._changed(immediate=True)
+
     def set_preview_limit(self, limit: int) -> None:
         self.session.preview_limit = int(limit)
         self.session._encodings.clear()
@@ -214,6 +236,7 @@ class SessionModel(QObject):
         self.mergeChanged.emit()
         if not self.auto_preview:
             return
+        self._set_updating(True)
         if immediate:
             self._debounce.stop()
             self.preview()
@@ -222,20 +245,85 @@ class SessionModel(QObject):
 
     # -- jobs ------------------------------------------------------------------
     def preview(self) -> None:
+        """Score the current settings on the preview examples: a first pass on a few examples per task,
+        then all of them. Settings scored before are shown again without scoring; settings being scored
+        are not started again."""
         if self.session.base is None or not self.session.active():
+            self._set_updating(False)
             return
         self._ensure_history()
+        key = self._wanted = self.session.result_key()
+        known = self._results.get(key) if key is not None else None
+        if known is not None:
+            self._results.move_to_end(key)
+            self._drop_stale_preview()
+            self._show(known)
+            return
+        if key is not None and key == self._requested:
+            return  # already being scored: a slider released where it was dragged to
+        self._requested = key
+        self._token = token = object()
+        self._set_updating(True)
+
+        def start():
+            self._running_token = token
+            return self.session.evaluate_job(full=False)
+
         # a preview replaces an older preview, but waits for a sweep, an export or a full evaluation
         preempt = self.jobs.current_label in (None, "Preview")
-        self.jobs.start("Preview", lambda: self.session.evaluate_job(full=False), self._result_ready, preempt=preempt)
+        self.jobs.start("Preview", start, self._preview_ready, on_event=self._preview_event, preempt=preempt)
+
+    def _drop_stale_preview(self) -> None:
+        """The settings went back to numbers already known: a preview of others running or waiting is
+        replaced by one that does nothing (a sweep or an export is left alone)."""
+        if self._requested is not None:
+            self._requested = self._token = None
+            self.jobs.start("Preview", _nothing, preempt=self.jobs.current_label == "Preview")
+
+    def _preview_event(self, event) -> None:
+        if isinstance(event, EvalResult) and event.key == self._wanted:
+            self._show(event)  # the first pass, refined next
+
+    def _preview_ready(self, result: EvalResult) -> None:
+        if result.key is not None:
+            self._results[result.key] = result
+            while len(self._results) > RESULTS_KEPT:
+                self._results.popitem(last=False)
+        self.historyChanged.emit()
+        if result.key == self._wanted:
+            self._show(result)
+
+    def _show(self, result: EvalResult) -> None:
+        self.session.last_result = result
+        self._set_updating(False)
+        self.resultChanged.emit()
+
+    def _set_updating(self, updating: bool) -> None:
+        if updating != self.updating:
+            self.updating = updating
+            self.updatingChanged.emit(updating)
+
+    def _job_finished(self, label: str, outcome: str) -> None:
+        if label == "Preview" and self._running_token is not None and self._running_token is self._token:
+            self._requested = self._token = None  # the latest preview asked for is over
+            if outcome != "done":
+                self._set_updating(False)  # cancelled or failed: the numbers shown stay, and are not being updated
+        if label == "Preview":
+            self._running_token = None
+
+    def _jobs_busy(self, busy: bool) -> None:
+        if not busy:  # nothing runs or waits: no preview is coming
+            self._requested = self._token = None
+            if not self._debounce.isActive():
+                self._set_updating(False)
 
     def full_evaluation(self) -> None:
         self._ensure_history()
         self.jobs.start("Full evaluation", lambda: self.session.evaluate_job(full=True), self._result_ready)
 
     def _result_ready(self, result: EvalResult) -> None:
-        self.session.last_result = result
-        self.resultChanged.emit()
+        self._wanted = None  # asked for explicitly: shown whatever the settings are now
+        self._show(result)
         self.historyChanged.emit()
 
     def sweep(self, axes: list[Axis], methods: list[str] | None = None) -> None:
@@ -341,6 +429,11 @@ class SessionModel(QObject):
 
     def export(self, kind: str, out: str, rank: int | None, force: bool, on_done) -> None:
         self.jobs.start(f"Export ({kind})", lambda: self.session.export_job(kind, out, rank, force), on_done)
+
+
+def _nothing():
+    return
+    yield  # a generator that ends at once: a job that only replaces another
 
 
 class _AddAdapter(QUndoCommand):

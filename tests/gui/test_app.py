@@ -177,7 +177,7 @@ def test_a_failing_job_shows_an_error_and_the_app_keeps_working(qtbot, window, m
 
     monkeypatch.setattr(window.model.session, "evaluate_job", boom)
     with qtbot.waitSignal(window.model.jobs.failed, timeout=10000):
-        window.model.preview()
+        window.model.set_lambda(0.77)  # settings not scored yet (those already scored are shown again, not scored)
     qtbot.waitUntil(lambda: window.findChild(QMessageBox, "errorDialog") is not None, timeout=5000)
     box = window.findChild(QMessageBox, "errorDialog")
     assert box.text() == "RuntimeError: simulated failure in the merge"

@@ -74,7 +74,7 @@ def test_a_workspace_with_a_damaged_history_opens_after_moving_it_aside(qtbot, t
     wait_idle(qtbot, win)
     assert len(answers.asked) == 1 and len(set_aside_files(path)) == 1
     assert win.model.workspace_path == workspace and win.model.session.history.path == path
-    win.model.preview()
+    win.model.set_lambda(0.3)  # settings not scored yet (those scored before are shown again, not scored)
     wait_idle(qtbot, win)
     assert len(History(path)) >= 1  # the fresh history records
 

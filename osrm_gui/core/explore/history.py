@@ -5,6 +5,11 @@ A point's ``key`` hashes everything its scores depend on (base, adapters' conten
 tasks' data, split, example limit, method, parameters, coefficients, λ, seed), so a
 lookup by key is a safe cache hit. One connection per call keeps the file usable
 from any thread.
+
+Beside it (``NAME.singles.sqlite``), the predictions of each adapter alone on its task's
+evaluation examples, so a later launch shows the reference scores without computing them.
+They are a cache, kept in a file of their own: a table added to the history itself would
+make every older osrm-gui take the history for a foreign database.
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ CREATE TABLE IF NOT EXISTS points (
     label TEXT
 );
 CREATE INDEX IF NOT EXISTS points_key ON points (key);
+"""
+SINGLES_SCHEMA_VERSION = 1
+_SINGLES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS single_predictions (
+    identity TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    task TEXT NOT NULL,
+    adapter_hash TEXT NOT NULL,
+    examples INTEGER NOT NULL,
+    predictions TEXT NOT NULL
+);
 """
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SIDECARS = ("-journal", "-wal", "-shm")
@@ -203,10 +219,69 @@ class History:
             return conn.execute("SELECT COUNT(*) FROM points").fetchone()[0]
 
     def copy_to(self, other: "History") -> None:
-        """Every point of this history into ``other`` (used when a workspace is first saved)."""
+        """Every point of this history, and its adapters' predictions alone, into ``other`` (used when a
+        workspace is first saved)."""
         if other.path.resolve() == self.path.resolve():
             return
         other.record_all(self.points())
+        other.record_singles([(row["identity"], row["task"], row["adapter_hash"], json.loads(row["predictions"])) for row in self._single_rows()])
+
+    # -- each adapter alone: a cache of its predictions ------------------------------------
+    @property
+    def singles_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".singles.sqlite")
+
+    def single_predictions(self, identities: list[str]) -> dict[str, list]:
+        """identity -> the longest prefix of predictions recorded under it (see ``MergeSession.single_identity``),
+        in the evaluation split's order; those never stored are missing, and all are when the file is
+        unusable (a cache: the scores are then computed again)."""
+        marks = ",".join("?" * len(identities))
+        rows = self._single_rows(f"WHERE identity IN ({marks})", tuple(identities)) if identities else []
+        return {row["identity"]: json.loads(row["predictions"]) for row in rows}
+
+    def record_singles(self, rows: list[tuple[str, str, str, list]]) -> None:
+        """Keep each ``(identity, task, adapter hash, predictions)`` in one transaction, unless a longer
+        prefix is kept under its identity already; an unusable file is left alone."""
+        if not rows or not self._singles_usable():
+            return
+        try:
+            with closing(sqlite3.connect(self.singles_path, timeout=10)) as conn, conn:
+                conn.executescript(_SINGLES_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SINGLES_SCHEMA_VERSION}")
+                conn.executemany(
+                    "INSERT INTO single_predictions (identity, created, task, adapter_hash, examples, predictions) VALUES (?,?,?,?,?,?)"
+                    " ON CONFLICT (identity) DO UPDATE SET created = excluded.created, examples = excluded.examples,"
+                    " predictions = excluded.predictions WHERE excluded.examples > single_predictions.examples",
+                    [(identity, time.time(), task, adapter_hash, len(predictions), json.dumps(predictions))
+                     for identity, task, adapter_hash, predictions in rows],
+                )
+        except (sqlite3.Error, OSError):
+            return  # locked, full disk, read-only folder: the next launch computes them again
+
+    def _single_rows(self, where: str = "", args: tuple = ()) -> list[sqlite3.Row]:
+        if not self.singles_path.is_file() or not self._singles_usable():
+            return []
+        try:
+            with closing(sqlite3.connect(self.singles_path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10)) as conn:
+                conn.row_factory = sqlite3.Row
+                return conn.execute(f"SELECT * FROM single_predictions {where}", args).fetchall()
+        except sqlite3.Error:
+            return []
+
+    def _singles_usable(self) -> bool:
+        """Missing, empty, or ours: a foreign, newer or damaged file is neither read nor written."""
+        path = self.singles_path
+        try:
+            if not _has_sqlite_header(path):
+                return not path.exists() or path.stat().st_size == 0
+            with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10)) as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(single_predictions)")}
+            # version 0 with our table or none: a store whose first write was cut short
+            return version in (0, SINGLES_SCHEMA_VERSION) and tables <= {"single_predictions"} and columns in (set(), _single_columns())
+        except (HistoryDamaged, sqlite3.Error, OSError):
+            return False
 
 
 def check_history(path: str | Path) -> int:
@@ -275,6 +350,12 @@ def _check_schema(path: Path, version: int, tables: set[str], columns: set[str])
         raise HistoryDamaged(path, "not a run-history database (its points table has other columns)")
     if version not in (0, SCHEMA_VERSION):
         raise HistoryDamaged(path, f"not a run-history database (schema version {version})")
+
+
+def _single_columns() -> set[str]:
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.executescript(_SINGLES_SCHEMA)
+        return {row[1] for row in conn.execute("PRAGMA table_info(single_predictions)")}
 
 
 def _history_columns() -> set[str]:

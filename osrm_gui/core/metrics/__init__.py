@@ -1,4 +1,4 @@
-"""Task metrics, computed by scikit-learn and scipy."""
+"""Task metrics, computed by scikit-learn and scipy (how sure they are on a few examples: ``confidence``)."""
 
 from __future__ import annotations
 
