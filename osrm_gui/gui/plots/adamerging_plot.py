@@ -9,6 +9,7 @@ import numpy as np
 import pyqtgraph as pg
 
 from osrm_gui.gui.plots.image_export import save_svg
+from osrm_gui.gui.plots.plot_style import plain_numbers, plot_axes
 from osrm_gui.gui.plots.sweep_plot import PALETTE, curve_points
 
 TOTAL = "entropy (sum)"
@@ -23,15 +24,15 @@ class AdaMergingCurves(pg.GraphicsLayoutWidget):
         # the legend in a row of its own, above the plots: inside one it would hide the curves' start
         self.legend = pg.LegendItem(colCount=5, labelTextColor=(0, 0, 0), labelTextSize="8pt")
         self.addItem(self.legend, row=0, col=0)
-        self.entropy = self.addPlot(row=1, col=0)
-        self.validation = self.addPlot(row=2, col=0)
+        self.entropy = self.addPlot(row=1, col=0, axisItems=plot_axes())
+        self.validation = self.addPlot(row=2, col=0, axisItems=plot_axes())
         self.validation.setXLink(self.entropy)
         self.entropy.setLabel("left", "entropy")
         self.validation.setLabel("left", "validation")
         self.validation.setLabel("bottom", "step")
         for plot in (self.entropy, self.validation):
             plot.showGrid(x=True, y=True, alpha=0.3)
-            plot.getAxis("left").enableAutoSIPrefix(False)
+            plain_numbers(plot)
             plot.getAxis("left").setWidth(52)  # both y axes equally wide, so the steps line up
         self.ci.layout.setRowStretchFactor(1, 3)
         self.ci.layout.setRowStretchFactor(2, 2)

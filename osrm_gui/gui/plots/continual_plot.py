@@ -9,6 +9,7 @@ import pyqtgraph as pg
 
 from osrm_gui.core.explore.continual import ContinualResult
 from osrm_gui.gui.plots.image_export import export_plot
+from osrm_gui.gui.plots.plot_style import LegendBelow, plain_numbers, plot_axes
 from osrm_gui.gui.plots.sweep_plot import PALETTE, curve_points
 
 AVERAGE = "average"
@@ -16,13 +17,13 @@ AVERAGE = "average"
 
 class ContinualPlot(pg.PlotWidget):
     def __init__(self, parent=None):
-        super().__init__(parent, background="w")
+        super().__init__(parent, background="w", axisItems=plot_axes())
         self.setObjectName("continualPlot")
+        plain_numbers(self.plotItem)
         self.showGrid(x=True, y=True, alpha=0.3)
         self.setLabel("left", "metric")
         self.setLabel("bottom", "adapters merged so far")
-        self.getAxis("left").enableAutoSIPrefix(False)
-        self.legend = self.addLegend(offset=(-10, -10))
+        self.legend = LegendBelow(self)
         self.result: ContinualResult | None = None
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.error_bars: dict[str, pg.ErrorBarItem] = {}

@@ -11,6 +11,7 @@ import pyqtgraph as pg
 
 from osrm_gui.core.explore.search import SearchTrial
 from osrm_gui.gui.plots.image_export import export_plot
+from osrm_gui.gui.plots.plot_style import LegendBelow, plain_numbers, plot_axes
 
 COMPLETE = (31, 119, 180)
 PRUNED = (170, 170, 170)
@@ -28,22 +29,19 @@ def _params(trial: SearchTrial) -> str:
 
 class SearchPlot(pg.PlotWidget):
     def __init__(self, parent=None):
-        super().__init__(parent, background="w")
+        super().__init__(parent, background="w", axisItems=plot_axes())
         self.setObjectName("searchPlot")
+        plain_numbers(self.plotItem)
         self.showGrid(x=True, y=True, alpha=0.3)
         self.setLabel("bottom", "trial")
-        self.getAxis("left").enableAutoSIPrefix(False)
-        # the legend in a row under the plot, where it hides no trial
-        self.legend = pg.LegendItem(colCount=3, labelTextColor=(0, 0, 0), labelTextSize="8pt")
-        self.plotItem.layout.addItem(self.legend, 4, 1)
+        self.legend = LegendBelow(self)  # where it hides no trial
         self.complete = pg.ScatterPlotItem(size=9, pen=pg.mkPen(COMPLETE), brush=pg.mkBrush(*COMPLETE), hoverable=True, tip=self._tip,
                                            name="complete")
         self.pruned = pg.ScatterPlotItem(size=7, pen=pg.mkPen(PRUNED), brush=pg.mkBrush(*PRUNED), hoverable=True, tip=self._tip,
                                          name="pruned (last value)")
         self.best_line = pg.PlotDataItem(pen=pg.mkPen(BEST, width=2), stepMode="left", name="best so far")
         for item in (self.complete, self.pruned, self.best_line):
-            self.addItem(item)
-            self.legend.addItem(item, item.name())
+            self.addItem(item)  # named: the legend lists it
         self.complete.setZValue(2)
         self.trials: dict[int, SearchTrial] = {}
         self.start("objective")
@@ -102,13 +100,13 @@ class SearchPlot(pg.PlotWidget):
 
 class ImportancePlot(pg.PlotWidget):
     def __init__(self, parent=None):
-        super().__init__(parent, background="w")
+        super().__init__(parent, background="w", axisItems=plot_axes())
         self.setObjectName("importancePlot")
+        plain_numbers(self.plotItem)
         self.setMouseEnabled(x=False, y=False)
         self.setMenuEnabled(False)
         self.hideButtons()
         self.plotItem.invertY(True)  # the most important on top
-        self.getAxis("bottom").enableAutoSIPrefix(False)
         self.bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=pg.mkBrush(*COMPLETE))
         self.addItem(self.bars)
         # a message in the view, not a title: a title wider than the view would widen the plot past its widget

@@ -8,8 +8,9 @@ import math
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from osrm_gui.gui.plots.plot_style import PlotAxis, plain_numbers, plot_axes
 from osrm_gui.gui.plots.sweep_plot import PALETTE
 
 UNKNOWN = "others' energy: unknown (no other tasks' statistics)"
@@ -22,7 +23,7 @@ def percent(share: float) -> str:
     return f"{100 * share:.2g}%"
 
 
-class ShareAxis(pg.AxisItem):
+class ShareAxis(PlotAxis):
     """A log axis labelled in percent, naming only the 1, 2 and 5 of each decade (all nine crowd it)."""
 
     def logTickStrings(self, values, scale, spacing):
@@ -37,11 +38,10 @@ class ShareAxis(pg.AxisItem):
 class TrainCurves(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.loss_plot = pg.PlotWidget(background="w")
+        self.loss_plot = pg.PlotWidget(background="w", axisItems=plot_axes())
         self.loss_plot.setObjectName("lossPlot")
         self.loss_plot.setTitle("training loss", size="9pt")
-        self.loss_plot.addLegend(offset=(-10, 10))
-        self.energy_plot = pg.PlotWidget(background="w", axisItems={"left": ShareAxis("left")})
+        self.energy_plot = pg.PlotWidget(background="w", axisItems=plot_axes(left=ShareAxis("left")))
         self.energy_plot.setObjectName("energyPlot")
         self.energy_plot.setLogMode(False, True)
         self.energy_plot.setToolTip("The other tasks' feature energy in row(A), as a share of all of A's energy:\n"
@@ -51,11 +51,21 @@ class TrainCurves(QWidget):
             plot.setLabel("bottom", "step")
             plot.setMinimumHeight(150)
             plot.getAxis("left").setWidth(52)  # both plots' axes line up, whatever their tick labels
-            plot.getAxis("left").enableAutoSIPrefix(False)
-        layout = QHBoxLayout(self)
+            plain_numbers(plot.plotItem)
+        # one legend under both (a colour is the same adapter in each), outside them: over the data it
+        # would hide the loss's start, and under one plot only it would lift that plot's step axis
+        self.legend = QLabel()
+        self.legend.setObjectName("trainLegend")
+        self.legend.setWordWrap(True)
+        plots = QHBoxLayout()
+        plots.setContentsMargins(0, 0, 0, 0)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.energy_plot)
+        layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.loss_plot)
-        layout.addWidget(self.energy_plot)
+        layout.setSpacing(2)
+        layout.addLayout(plots, 1)
+        layout.addWidget(self.legend)
         self.losses: dict[str, tuple[list[int], list[float]]] = {}
         self.energies: dict[str, tuple[list[int], list[float]]] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
@@ -70,6 +80,7 @@ class TrainCurves(QWidget):
             for item in items:
                 self.energy_plot.removeItem(item)
         self.losses, self.energies, self.curves, self._energy_items, self._colours = {}, {}, {}, {}, {}
+        self.legend.setText("")
         self.energy_plot.setTitle(KNOWN, size="9pt")
 
     def add(self, task: str, step: int, loss: float, energy: float) -> None:
@@ -97,7 +108,11 @@ class TrainCurves(QWidget):
         return (values[0], values[-1]) if values else None
 
     def _colour(self, task: str):
-        return self._colours.setdefault(task, PALETTE[len(self._colours) % len(PALETTE)])
+        if task not in self._colours:
+            self._colours[task] = PALETTE[len(self._colours) % len(PALETTE)]
+            self.legend.setText("&nbsp;&nbsp; ".join(f"<span style='color: #{r:02x}{g:02x}{b:02x}'>━━</span>&nbsp;{name}"
+                                                     for name, (r, g, b) in self._colours.items()))
+        return self._colours[task]
 
     def _add_energy(self, task: str, step: int, energy: float, front: bool = False) -> None:
         if task not in self._energy_items:

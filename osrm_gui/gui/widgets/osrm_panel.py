@@ -30,6 +30,12 @@ def drift_text(start_end: tuple[float, float]) -> str:
 
 
 TASK_FILTER = "Task data (*.csv *.tsv *.jsonl *.json *.parquet)"  # also the main window's "Pair data…"
+# this panel's jobs (by the start of their label) and what the status line calls them
+JOBS = {"Feature statistics": "Statistics", "Training (": "Training", "Post-hoc OSRM": "Projection"}
+
+
+def job_name(label: str) -> str | None:
+    return next((name for prefix, name in JOBS.items() if label.startswith(prefix)), None)
 
 
 class OsrmPanel(QWidget):
@@ -134,19 +140,31 @@ class OsrmPanel(QWidget):
         board.setObjectName("showLeaderboard")
         board.setToolTip("Results of `osrm demo leaderboard`: every merge method on the demo, λ chosen on validation, test reported")
         board.clicked.connect(self.show_leaderboard)
+        study = QPushButton("Demo: trade-off study…")
+        study.setObjectName("showTradeoff")
+        study.setToolTip("Results of `osrm demo tradeoff`: single-task accuracy against merged accuracy per training setting, "
+                         "the Pareto front and the verdict")
+        study.clicked.connect(self.show_tradeoff)
         other = QHBoxLayout()
         other.addWidget(project)
         other.addStretch()
-        other.addWidget(compare)
-        other.addWidget(board)
+        demos = QHBoxLayout()  # a row of their own: beside the project button they would widen the tab past 1280×800
+        demos.addStretch()
+        for button in (compare, board, study):
+            demos.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(stats_box)
         layout.addWidget(train_box, 1)
         layout.addLayout(other)
+        layout.addLayout(demos)
         layout.addWidget(self.status)
         model.adaptersChanged.connect(self._fill_tasks)
         model.baseChanged.connect(self._fill_tasks)
+        # a failed or cancelled job says so here, instead of leaving "Training 2 adapter(s)…" up
+        model.jobs.failed.connect(self._job_failed)
+        model.jobs.finished.connect(self._job_ended)
+        self._trained_now: list[str] = []  # the adapters the running training has written so far
         self._fill_tasks()
 
     @property
@@ -208,6 +226,7 @@ class OsrmPanel(QWidget):
         if not names:
             self.status.setText("Tick at least one task.")
             return
+        self.status.setText(f"Computing the statistics of {len(names)} task(s)…")
         self.model.jobs.start("Feature statistics", lambda: self.model.session.features_job(names, self.samples.value()), self._show_stats)
 
     def _show_stats(self, features: dict) -> None:
@@ -301,6 +320,7 @@ class OsrmPanel(QWidget):
             self.status.setText("Not trained: those adapter folders are kept.")
             return
         self.plots.clear()
+        self._trained_now = []
         self.status.setText(f"Training {len(names)} adapter(s) with init {settings.init}…")
         force = bool(existing)
         self.model.jobs.start(f"Training ({settings.init})", lambda: self.model.session.train_job(names, settings, self.out.text(), force),
@@ -308,6 +328,7 @@ class OsrmPanel(QWidget):
 
     def _train_event(self, event) -> None:
         if isinstance(event, TrainedAdapter):
+            self._trained_now.append(event.task)
             self.model.add_adapters([str(event.path)])
             recorded = json.loads((event.path / METADATA_FILE).read_text()).get("other_energy") or {}  # just written by the job
             self.plots.mark_start(event.task, float(recorded.get("start", "nan")))
@@ -334,15 +355,24 @@ class OsrmPanel(QWidget):
 
         return self._open_saved("leaderboard.json", "leaderboard", "osrm demo leaderboard", LeaderboardDialog)
 
+    def show_tradeoff(self):
+        from osrm_gui.gui.dialogs.tradeoff_dialog import TradeoffDialog
+
+        return self._open_saved("tradeoff.json", "trade-off study", "osrm demo tradeoff", TradeoffDialog)
+
     def _open_saved(self, name: str, what: str, command: str, dialog_class):
-        """A saved demo result in its viewer, or a status line saying how to make it."""
+        """A saved demo result in its viewer, or a status line saying how to make it (or what is wrong with it)."""
         from osrm_gui.core.paths import demo_dir
 
         path = demo_dir() / name
         if not path.is_file():
             self.status.setText(f"No {what} saved yet ({path}); make one with `{command} --json {path}`.")
             return None
-        dialog = dialog_class(path, self)
+        try:
+            dialog = dialog_class(path, self)
+        except OsrmError as exc:
+            self.status.setText(str(exc))
+            return None
         dialog.open()
         return dialog
 
@@ -356,4 +386,22 @@ class OsrmPanel(QWidget):
             self.model.add_adapters([str(result["path"])])
             self.status.setText(f"Projected onto the OSRM subspace: {result['path']} keeps {result['kept']:.1%} of ‖ΔW‖ on average.")
 
+        self.status.setText(f"Projecting {self.model.slots[row].label} onto the OSRM subspace…")
         self.model.jobs.start("Post-hoc OSRM", lambda: self.model.session.project_job(row, "cov", self.samples.value()), done)
+
+    # -- how this panel's jobs ended ------------------------------------------------------
+    def _job_failed(self, label: str, reason: str, _details: str) -> None:
+        name = job_name(label)
+        if name is not None:
+            self.status.setText(f"{name} failed: {reason}" + self._kept(name))
+
+    def _job_ended(self, label: str, outcome: str) -> None:
+        name = job_name(label)
+        if name is not None and outcome == "cancelled":
+            self.status.setText(f"{name} cancelled." + self._kept(name))
+
+    def _kept(self, name: str) -> str:
+        """What a stopped training leaves: the adapters it finished are in the list already."""
+        if name != "Training" or not self._trained_now:
+            return ""
+        return f" The adapter(s) trained before it stopped ({', '.join(self._trained_now)}) are in the adapters list."
