@@ -59,6 +59,7 @@ demo: install
 screenshot: install
 	xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python docs/make_screenshot.py docs/screenshot.png docs/subspaces.png
 	QT_QPA_PLATFORM=offscreen $(BIN)/python docs/make_interference_figure.py docs/interference.png
+	xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python tests/xvfb/run_real_window.py --docs --out docs
 
 bench: install
 	$(BIN)/python bench/preview.py

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QToolButton, QVBoxLayout,
+    QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
     QWidget,
 )
 
@@ -23,6 +23,7 @@ from osrm_gui.gui.state import SessionModel
 from osrm_gui.gui.widgets.adapters_panel import AdaptersPanel
 from osrm_gui.gui.widgets.automatic_panel import AutomaticPanel
 from osrm_gui.gui.widgets.continual_panel import ContinualPanel
+from osrm_gui.gui.widgets.fitting import ScrollingTabs, ShareSplitter, scrolling
 from osrm_gui.gui.widgets.history_panel import HistoryPanel
 from osrm_gui.gui.widgets.merge_panel import MergePanel
 from osrm_gui.gui.widgets.osrm_panel import TASK_FILTER, OsrmPanel
@@ -32,6 +33,9 @@ from osrm_gui.gui.widgets.sweep_panel import SweepPanel
 MAX_RECENT = 8
 RECENT = "recent"
 SPLITTERS = ("window/splitter", "window/left_splitter")
+# the left panels' share of the window's width, and the adapters table's of their height;
+# kept when the window is resized, until the user drags a handle
+LEFT_SHARE, TABLE_SHARE = 0.46, 0.4
 HUB_DOWNLOADS = "hub/downloads"
 
 
@@ -78,10 +82,11 @@ class MainWindow(QMainWindow):
         self.osrm = OsrmPanel(model, self.adapters._selected)
         self.history = HistoryPanel(model)
         self.subspaces = SubspacePanel(model)
-        self.left = left = QSplitter(Qt.Vertical)
+        self.left = left = ShareSplitter(Qt.Vertical, (TABLE_SHARE, 1 - TABLE_SHARE))
         left.addWidget(_titled("Adapters", self.adapters))
-        left.addWidget(_titled("Merge", self.merge))
-        self.tabs = QTabWidget()
+        left.addWidget(_titled("Merge", scrolling(self.merge)))
+        # every page scrolls when the window is smaller than it needs, never cut or wider than the screen
+        self.tabs = ScrollingTabs()
         self.tabs.addTab(self.results, "Per-task metrics")
         self.tabs.addTab(self.sweeps, "Coefficient sweep")
         self.tabs.addTab(ContinualPanel(model), "Continual")
@@ -90,11 +95,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.history, "History")
         self.tabs.addTab(self.subspaces, "Subspaces")
         self.tabs.addTab(self.osrm, "OSRM")
-        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter = ShareSplitter(Qt.Horizontal, (LEFT_SHARE, 1 - LEFT_SHARE))
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.tabs)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([580, 700])
         self.setCentralWidget(self.splitter)
         self._build_status_bar()
         self._build_menus()
@@ -345,10 +348,16 @@ class MainWindow(QMainWindow):
 
     # -- drag and drop -------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
-        if dropped_adapter_paths(event.mimeData()):
+        paths = dropped_adapter_paths(event.mimeData())
+        if paths:
             event.acceptProposedAction()
+            self.adapters.show_drop_target(len(paths))
+
+    def dragLeaveEvent(self, event) -> None:
+        self.adapters.show_drop_target(0)
 
     def dropEvent(self, event) -> None:
+        self.adapters.show_drop_target(0)
         paths = dropped_adapter_paths(event.mimeData())
         if paths:
             event.acceptProposedAction()

@@ -210,7 +210,7 @@ def load_adapter(path: str | Path) -> Adapter:
     if folder.name == CONFIG_FILE:
         folder = folder.parent
     if not folder.is_dir():
-        raise OsrmError(f"{folder}: adapter folder not found")
+        raise OsrmError(f"{folder}: " + (f"not an adapter folder (expected a folder or its {CONFIG_FILE})" if folder.exists() else "adapter folder not found"))
     config = _read_config(folder)
     tensors, weights_path = _read_tensors(folder)
 

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtCore import QPointF, QSize, Qt
+from PySide6.QtGui import QFontMetrics, QTextOption
 from PySide6.QtWidgets import QGraphicsRectItem
 
 from osrm_gui.core.atomic import atomic_write_text
@@ -19,6 +19,8 @@ from osrm_gui.gui.plots.image_export import export_plot
 
 NAN_COLOUR = (200, 200, 200)
 ROW_LABEL_PX = 160  # longer row labels are elided in the middle; the read-out shows them whole
+ROW_LABEL_SHARE = 0.22  # … and in a narrow plot, to this share of its width
+TITLE_PX = 30  # pyqtgraph's title row: one line
 
 
 class Heatmap(pg.PlotWidget):
@@ -35,6 +37,8 @@ class Heatmap(pg.PlotWidget):
         self.setMenuEnabled(False)
         self.hideButtons()
         self.plotItem.invertY(True)  # row 0 at the top, as a matrix is read
+        # room above the plot for half a line: the colour bar's top label is never cut, with or without a title
+        self.plotItem.layout.setContentsMargins(2, 8, 2, 2)
         for name in ("left", "bottom"):
             self.getAxis(name).enableAutoSIPrefix(False)
         # NaN cells are transparent in the image, so this grey shows through exactly there
@@ -53,6 +57,13 @@ class Heatmap(pg.PlotWidget):
         self.readout.hide()
         self.scene().sigMouseMoved.connect(self._moved)
         self.plotItem.vb.sigResized.connect(self._update_ticks)
+        # a long title wraps instead of widening the plot past the widget's edge
+        plot = self.plotItem
+        plot.layout.removeItem(plot.titleLabel)
+        plot.scene().removeItem(plot.titleLabel)
+        plot.titleLabel = WrappingTitle(parent=plot)
+        plot.layout.addItem(plot.titleLabel, 0, 1)
+        plot.setTitle(None)
 
     # -- content -------------------------------------------------------------------
     def set_matrix(self, matrix: np.ndarray, row_labels, col_labels, title: str = "", levels: tuple[float, float] | None = None) -> None:
@@ -74,6 +85,7 @@ class Heatmap(pg.PlotWidget):
         self.colorbar.setLevels((low, high))
         self.nan_background.setRect(0, 0, cols, rows)
         self.setTitle(title, color="k")
+        self._fit_title(self.width())
         self.setXRange(0, max(cols, 1), padding=0)
         self.setYRange(0, max(rows, 1), padding=0)
         self._annotate()
@@ -117,6 +129,30 @@ class Heatmap(pg.PlotWidget):
     def readout_text(self) -> str:
         return self.readout.toPlainText() if self.readout.isVisible() else ""
 
+    # -- fitting the widget ----------------------------------------------------------
+    def resizeEvent(self, event) -> None:
+        # the title fits the new width before the plot is laid out at it; pyqtgraph also calls
+        # this itself, with None, and once before the plot exists
+        plot = getattr(self, "plotItem", None)
+        if plot is not None and isinstance(plot.titleLabel, WrappingTitle):
+            self._fit_title(event.size().width() if event is not None else self.width())
+        super().resizeEvent(event)
+
+    def minimumSizeHint(self) -> QSize:
+        return least_plot_size(self, QSize(200, 160))
+
+    def _fit_title(self, width: int) -> None:
+        label = self.plotItem.titleLabel
+        if not label.isVisible():
+            return
+        view = self.plotItem.vb
+        beside = self.plotItem.width() - view.width() if view.width() > 0 else 200.0  # the axes and colour bar
+        label.wrap_to(max(60.0, width - beside - 8))
+        height = max(TITLE_PX, math.ceil(label.itemRect().height()))
+        label.setMaximumHeight(height)
+        self.plotItem.layout.setRowFixedHeight(0, height)
+        self.updateGeometry()
+
     # -- drawing -------------------------------------------------------------------
     def _format(self, value: float) -> str:
         return "–" if math.isnan(value) else self.number_format.format(value)
@@ -143,7 +179,8 @@ class Heatmap(pg.PlotWidget):
     def _update_ticks(self) -> None:
         view = self.plotItem.vb
         rows, cols = self._matrix.shape
-        self._tick_text["left"] = _fit(self._rows, ROW_LABEL_PX, view.height() / max(rows, 1), self.getAxis("left"), along=False)
+        row_room = min(ROW_LABEL_PX, max(48, ROW_LABEL_SHARE * self.width()))
+        self._tick_text["left"] = _fit(self._rows, row_room, view.height() / max(rows, 1), self.getAxis("left"), along=False)
         self._tick_text["bottom"] = _fit(self._cols, view.width() / max(cols, 1), None, self.getAxis("bottom"), along=True)
         for name in ("left", "bottom"):
             self.getAxis(name).setTicks([[(i + 0.5, text) for i, text in enumerate(self._tick_text[name]) if text]])
@@ -190,6 +227,35 @@ class Heatmap(pg.PlotWidget):
         atomic_write_text(path, buffer.getvalue(), force=True)
 
 
+def least_plot_size(plot: pg.PlotWidget, floor: QSize) -> QSize:
+    """The least size ``plot`` draws its axes, title and colour bar in, and at least ``floor``:
+    as a widget's minimumSizeHint, layouts give it no less, so pyqtgraph never draws past its edge."""
+    least = plot.plotItem.effectiveSizeHint(Qt.MinimumSize)
+    return QSize(math.ceil(least.width()), math.ceil(least.height())).expandedTo(floor)
+
+
+class WrappingTitle(pg.LabelItem):
+    """A plot title that wraps (anywhere: layer names have no spaces) to the width it is given,
+    instead of demanding its one-line width from the plot's layout."""
+
+    def __init__(self, parent=None):
+        super().__init__("", size="11pt", parent=parent)  # as pyqtgraph's own title
+        option = QTextOption(Qt.AlignHCenter)
+        option.setWrapMode(QTextOption.WrapAtWordBoundaryOrAnywhere)
+        self.item.document().setDefaultTextOption(option)
+
+    def wrap_to(self, width: float) -> None:
+        self.item.setTextWidth(-1)
+        if self.item.document().idealWidth() > width:
+            self.item.setTextWidth(width)
+        self.updateMin()
+        self.resizeEvent(None)  # centred again
+
+    def updateMin(self) -> None:
+        super().updateMin()
+        self.setMinimumWidth(min(self.minimumWidth(), 60.0))  # narrower, it wraps (see wrap_to)
+
+
 def _finite_range(matrix: np.ndarray) -> tuple[float, float]:
     finite = matrix[np.isfinite(matrix)]
     if not finite.size:
@@ -213,5 +279,13 @@ def _fit(labels: list[str], room_px: float, cell_px: float | None, axis: pg.Axis
     else:
         need = metrics.height()
     step = max(1, math.ceil(need / cell))
-    room = room_px * step - metrics.horizontalAdvance("  ") if along else room_px
-    return [metrics.elidedText(label, Qt.ElideMiddle, int(room)) if k % step == 0 else "" for k, label in enumerate(labels)]
+    n, spaces = len(labels), metrics.horizontalAdvance("  ")
+
+    def room(k: int) -> float:
+        if not along:
+            return room_px
+        # centred on its cell: the skipped cells' room, but no further than the axis' ends
+        # (pyqtgraph drops a label that would stick out of its axis)
+        return min(step, 2 * min(k + 0.5, n - k - 0.5)) * room_px - spaces
+
+    return [metrics.elidedText(label, Qt.ElideMiddle, int(room(k))) if k % step == 0 else "" for k, label in enumerate(labels)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget,
 )
 from PySide6.QtCore import Qt
 
@@ -22,6 +22,7 @@ from osrm_gui.gui.dialogs.adamerging_export_dialog import AdaMergingExportDialog
 from osrm_gui.gui.plots.adamerging_plot import AdaMergingCurves
 from osrm_gui.gui.plots.heatmap import Heatmap
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.fitting import flow
 from osrm_gui.gui.widgets.job_panel import JobPanel, save_button
 
 JOB_LABEL = "AdaMerging"
@@ -108,21 +109,10 @@ class AdaMergingPanel(JobPanel):
             ("Coefficients", "adamerging-coefficients.csv", "CSV (*.csv)", self.export_coefficients_csv),
         ])
 
-        grid = QGridLayout()
-        cells = [("Mode", self.mode), ("", self.plus), ("steps", self.steps), ("lr", self.lr), ("initial λ", self.init),
-                 ("Pool", self.pool), ("", self.clamp), ("batch", self.batch), ("examples", self.limit), ("seed", self.seed)]
-        for i, (text, widget) in enumerate(cells):
-            row, col = divmod(i, 5)
-            if text:
-                grid.addWidget(QLabel(text), row, 2 * col, Qt.AlignRight)
-            grid.addWidget(widget, row, 2 * col + 1)
-        grid.setColumnStretch(10, 1)
-        actions = QHBoxLayout()
-        for widget in (self.show_validation, self.run_button, self.cancel_button, self.apply_button, self.export_button):
-            actions.addWidget(widget)
-        actions.addStretch()
-        actions.addWidget(save_plot)
-        actions.addWidget(save_csv)
+        # rows that wrap in a narrow window instead of widening the tab
+        grid = flow(("Mode", self.mode), self.plus, ("steps", self.steps), ("lr", self.lr), ("initial λ", self.init),
+                    ("Pool", self.pool), self.clamp, ("batch", self.batch), ("examples", self.limit), ("seed", self.seed))
+        actions = flow(self.show_validation, self.run_button, self.cancel_button, self.apply_button, self.export_button, save_plot, save_csv)
         coefficients = QWidget()
         above = QHBoxLayout()
         above.addStretch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
@@ -10,6 +11,33 @@ from PySide6.QtWidgets import (
 from osrm_gui.gui.state import SessionModel
 
 COLUMNS = ["Merge", "Name", "Task", "Rank", "Alpha", "Targets", "Size", "Init"]
+COLUMN_MAX_PX = 150  # a long name is elided rather than pushing the other columns out of sight
+HINT = "Drop PEFT LoRA adapter folders here, or use Add…"
+
+
+class DropMark(QWidget):
+    """Drawn over the table while a drag that carries files hovers over the window: where they
+    will go. It takes no mouse or drag events: the window under it receives the drop."""
+
+    def __init__(self, table: QTableWidget):
+        super().__init__(table)
+        self.setObjectName("dropMark")
+        self.setAttribute(Qt.WA_TransparentForMouseEvents)
+        self.hide()
+
+    def show_over(self, table: QTableWidget) -> None:
+        self.setGeometry(table.rect())
+        self.raise_()
+        self.show()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        colour = self.palette().color(QPalette.Highlight)
+        fill = QColor(colour)
+        fill.setAlpha(40)
+        painter.fillRect(self.rect(), fill)
+        painter.setPen(QPen(colour, 2, Qt.DashLine))
+        painter.drawRect(self.rect().adjusted(1, 1, -2, -2))
 
 
 class AdaptersPanel(QWidget):
@@ -28,11 +56,15 @@ class AdaptersPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setMaximumSectionSize(COLUMN_MAX_PX)
         self.table.setWordWrap(False)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.table.setToolTip("Drop adapter folders (or their adapter_config.json) anywhere on the window")
-        self.hint = QLabel("Drop PEFT LoRA adapter folders here, or use Add…")
+        self.hint = QLabel(HINT)
         self.hint.setObjectName("dropHint")
+        self.hint.setWordWrap(True)
+        self.drop_count = 0  # adapters a hovering drag carries
+        self.drop_mark = DropMark(self.table)
         self.refusals = QLabel()
         self.refusals.setObjectName("refusals")
         self.refusals.setWordWrap(True)
@@ -71,6 +103,17 @@ class AdaptersPanel(QWidget):
         model.adapterRefused.connect(self._refused)
         self.refresh()
 
+    def show_drop_target(self, count: int) -> None:
+        """Mark the table as where ``count`` dragged adapters will go, or unmark it (0)."""
+        self.drop_count = count
+        if count:
+            self.drop_mark.show_over(self.table)
+        else:
+            self.drop_mark.hide()
+        plural = "s" if count != 1 else ""
+        self.hint.setText(f"<b>Release to add {count} adapter{plural}</b>" if count else HINT)
+        self.hint.setVisible(bool(count) or not self.model.slots)
+
     def _selected(self) -> int | None:
         rows = self.table.selectionModel().selectedRows()
         return rows[0].row() if rows else None
@@ -107,7 +150,7 @@ class AdaptersPanel(QWidget):
                     item.setFlags(item.flags() & ~Qt.ItemIsEditable)
                 item.setToolTip(str(slot.path))
                 self.table.setItem(row, column, item)
-        self.hint.setVisible(not slots)
+        self.hint.setVisible(not slots or bool(self.drop_count))
         self._filling = False
 
     def _edited(self, item: QTableWidgetItem) -> None:

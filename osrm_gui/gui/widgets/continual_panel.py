@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from osrm_gui.core.atomic import atomic_write_text
@@ -17,6 +17,7 @@ from osrm_gui.core.merge.opcm import ALPHA
 from osrm_gui.core.tables import rows_to_csv
 from osrm_gui.gui.plots.continual_plot import ContinualPlot
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.fitting import flow
 
 JOB_LABEL = "Continual merge (OPCM)"
 RANDOM, CURRENT = "random", "current"
@@ -63,20 +64,9 @@ class ContinualPanel(QWidget):
         self.status.setWordWrap(True)
         self.plot = ContinualPlot()
 
-        first = QHBoxLayout()
-        for label, widget in (("Arrive in", self.source), ("how many", self.count), ("seed", self.seed), ("α", self.alpha)):
-            first.addWidget(QLabel(label))
-            first.addWidget(widget)
-        first.addStretch()
-        second = QHBoxLayout()
-        for label, widget in (("Split", self.split), ("examples per task", self.limit)):
-            second.addWidget(QLabel(label))
-            second.addWidget(widget)
-        for button in (self.run_button, self.cancel_button):
-            second.addWidget(button)
-        second.addStretch()
-        second.addWidget(save_image)
-        second.addWidget(save_csv)
+        # rows that wrap in a narrow window instead of widening the tab
+        first = flow(("Arrive in", self.source), ("how many", self.count), ("seed", self.seed), ("α", self.alpha))
+        second = flow(("Split", self.split), ("examples per task", self.limit), self.run_button, self.cancel_button, save_image, save_csv)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(first)

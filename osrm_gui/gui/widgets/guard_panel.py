@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QSplitter, QTableWidget,
+    QAbstractItemView, QComboBox, QDoubleSpinBox, QPushButton, QSpinBox, QSplitter, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -24,6 +24,7 @@ from osrm_gui.core.explore.guard import DEFAULT_TAU, REFERENCES, GuardResult, Le
 from osrm_gui.core.tables import rows_to_csv
 from osrm_gui.gui.plots.heatmap import Heatmap
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.fitting import flow
 from osrm_gui.gui.widgets.job_panel import JobPanel, save_button
 
 PRESCREEN_JOB = "Guard pre-screen"
@@ -134,17 +135,9 @@ class GuardPanel(JobPanel):
             ("Verdicts", "guard-verdicts.csv", "CSV (*.csv)", self.export_verdicts_csv),
         ])
 
-        first = QHBoxLayout()
-        for text, widget in (("Split", self.split), ("τ", self.tau), ("examples", self.limit), ("against", self.reference)):
-            first.addWidget(QLabel(text))
-            first.addWidget(widget)
-        first.addStretch()
-        second = QHBoxLayout()
-        for widget in (self.prescreen_button, self.loo_button, self.cancel_button, self.disable_button):
-            second.addWidget(widget)
-        second.addStretch()
-        second.addWidget(save_plot)
-        second.addWidget(save_csv)
+        # rows that wrap in a narrow window instead of widening the tab
+        first = flow(("Split", self.split), ("τ", self.tau), ("examples", self.limit), ("against", self.reference))
+        second = flow(self.prescreen_button, self.loo_button, self.cancel_button, self.disable_button, save_plot, save_csv)
         views = QSplitter(Qt.Vertical)
         for widget in (self.screen_table, self.heatmap, self.verdicts):
             views.addWidget(widget)

@@ -8,13 +8,14 @@ import time
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableWidget,
+    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QLabel, QPushButton, QSplitter, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from osrm_gui.core.atomic import atomic_write_text
 from osrm_gui.core.explore.history import HistoryPoint, pareto_front, to_csv
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.fitting import flow
 
 AVERAGE = "average"
 
@@ -79,14 +80,7 @@ class HistoryPanel(QWidget):
         self.summary = QLabel()
         self.summary.setObjectName("historySummary")
         self.summary.setWordWrap(True)  # a long history path must not widen the tab
-        controls = QHBoxLayout()
-        for label, widget in (("x", self.x), ("y", self.y)):
-            controls.addWidget(QLabel(label))
-            controls.addWidget(widget)
-        controls.addWidget(self.full_only)
-        controls.addStretch()
-        controls.addWidget(self.load)
-        controls.addWidget(save_csv)
+        controls = flow(("x", self.x), ("y", self.y), self.full_only, self.load, save_csv)  # wraps in a narrow window
         self.table = QTableWidget()
         self.table.setObjectName("historyTable")
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)

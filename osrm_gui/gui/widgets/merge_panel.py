@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
+    QVBoxLayout, QWidget,
 )
 
 from osrm_gui.core.merge import METHODS, get_method
@@ -13,30 +14,60 @@ from osrm_gui.gui.state import SessionModel
 SLIDER_STEPS = 100  # slider positions per unit of coefficient
 
 
-class CoefficientRow(QWidget):
-    """A slider and a spin box for one number; dragging previews after a pause, releasing at once."""
+LABEL_MAX_PX = 150  # longer adapter names are elided in the middle (the tooltip has them whole)
+
+
+class CoefficientRow(QObject):
+    """A name, a slider and a spin box for one number, placed on a row of the panel's grid
+    (so every row's slider starts and ends at the same x); dragging previews after a pause,
+    releasing at once."""
 
     def __init__(self, label: str, value: float, minimum: float, maximum: float, on_change, parent=None):
         super().__init__(parent)
         self.on_change = on_change
         self.label = QLabel(label)
-        self.label.setMinimumWidth(110)
+        self.label.setToolTip(label)
+        self.label.setMaximumWidth(LABEL_MAX_PX)
+        self.label.setText(self.label.fontMetrics().elidedText(label, Qt.ElideMiddle, LABEL_MAX_PX))
         self.slider = QSlider(Qt.Horizontal)
         self.slider.setRange(int(minimum * SLIDER_STEPS), int(maximum * SLIDER_STEPS))
+        self.slider.setMinimumWidth(80)
         self.spin = QDoubleSpinBox()
         self.spin.setRange(minimum, maximum)
         self.spin.setSingleStep(0.05)
         self.spin.setDecimals(2)
         self.spin.setKeyboardTracking(False)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.label)
-        layout.addWidget(self.slider, 1)
-        layout.addWidget(self.spin)
         self.set_value(value)
         self.slider.valueChanged.connect(self._slid)
         self.slider.sliderReleased.connect(lambda: self.on_change(self.spin.value(), True))
         self.spin.valueChanged.connect(self._typed)
+
+    def widgets(self) -> tuple[QWidget, QWidget, QWidget]:
+        return self.label, self.slider, self.spin
+
+    def place(self, grid: QGridLayout, row: int) -> None:
+        for column, widget in enumerate(self.widgets()):
+            grid.addWidget(widget, row, column)
+
+    def remove(self, grid: QGridLayout) -> None:
+        for widget in self.widgets():
+            # removed from the layout and deleted: a widget merely un-parented would pop up as its own window
+            grid.removeWidget(widget)
+            widget.hide()
+            widget.deleteLater()
+        self.deleteLater()
+
+    def setEnabled(self, enabled: bool) -> None:
+        for widget in self.widgets():
+            widget.setEnabled(enabled)
+
+    def isEnabled(self) -> bool:
+        return self.slider.isEnabled()
+
+    def setToolTip(self, text: str) -> None:
+        for widget in (self.slider, self.spin):
+            widget.setToolTip(text)
+        self.label.setToolTip(f"{self.label.toolTip()}: {text}")
 
     def set_value(self, value: float) -> None:
         for widget in (self.slider, self.spin):
@@ -77,8 +108,10 @@ class MergePanel(QWidget):
         self.params_box = QGroupBox("Parameters")
         self.params_form = QFormLayout(self.params_box)
         self.coefficients_box = QGroupBox("Coefficients")
-        self.coefficients_layout = QVBoxLayout(self.coefficients_box)
-        self.lam = CoefficientRow("global λ", 1.0, 0.0, 2.0, lambda v, final: model.set_lambda(v, final))
+        # one grid for every coefficient and λ: a shared name column, so all sliders line up
+        self.coefficients_layout = QGridLayout(self.coefficients_box)
+        self.coefficients_layout.setColumnStretch(1, 1)
+        self.lam = CoefficientRow("global λ", 1.0, 0.0, 2.0, lambda v, final: model.set_lambda(v, final), self)
         self.lam.setObjectName("lambdaRow")
         self.lam.setToolTip("Scales the whole merged update: 0 is the bare base, 1 the plain (weighted) merge")
         self.rows: list[CoefficientRow] = []
@@ -123,20 +156,19 @@ class MergePanel(QWidget):
         self.rebuild_rows()
 
     def rebuild_rows(self) -> None:
+        grid = self.coefficients_layout
         for row in self.rows:
-            # removed from the layout and deleted: a widget merely un-parented would pop up as its own window
-            self.coefficients_layout.removeWidget(row)
-            row.hide()
-            row.deleteLater()
-        self.coefficients_layout.removeWidget(self.lam)
+            row.remove(grid)
+        for widget in self.lam.widgets():
+            grid.removeWidget(widget)
         self.rows = []
         for i, slot in enumerate(self.model.slots):
-            row = CoefficientRow(slot.label, slot.coefficient, -1.0, 2.0, lambda v, final, i=i: self.model.set_coefficient(i, v, final))
+            row = CoefficientRow(slot.label, slot.coefficient, -1.0, 2.0, lambda v, final, i=i: self.model.set_coefficient(i, v, final), self)
             row.setEnabled(slot.enabled)
             row.setObjectName(f"coefficient:{slot.label}")
-            self.coefficients_layout.addWidget(row)
+            row.place(grid, i)
             self.rows.append(row)
-        self.coefficients_layout.addWidget(self.lam)
+        self.lam.place(grid, len(self.rows))
         self.refresh()
 
     def refresh(self) -> None:

@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
 from osrm_gui.core.analysis import pairwise as analysis
 from osrm_gui.core.atomic import atomic_write_text
 from osrm_gui.core.tables import rows_to_csv
-from osrm_gui.gui.plots.heatmap import Heatmap
+from osrm_gui.gui.plots.heatmap import Heatmap, least_plot_size
 from osrm_gui.gui.plots.image_export import export_plot
 from osrm_gui.gui.plots.sweep_plot import PALETTE
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.fitting import ShareSplitter, flow
 
 JOB_LABEL = "Subspace analysis"
 LEVELS = {"cosine": (-1.0, 1.0), "interference": None}  # None: the data's range; the rest live in [0, 1]
 COLORMAPS = {"cosine": "CET-D1"}  # signed: a diverging map, white at 0
+DEPTH_MIN = QSize(220, 160)  # the layer plot has two axes to keep readable
 STALE_TEXT = "⚠ Out of date: the adapters or the merge changed after this was computed. Press Compute to update."
 
 
@@ -87,6 +89,9 @@ class DepthPlot(pg.PlotWidget):
         top = max(0.05, 1.1 * highest)
         self.fidelity_view.setYRange(-0.03 * top, top, padding=0)
 
+    def minimumSizeHint(self) -> QSize:
+        return least_plot_size(self, DEPTH_MIN)
+
     def set_fidelity_visible(self, visible: bool) -> None:
         for curve in self.fidelity_curves.values():
             curve.setVisible(visible)
@@ -123,7 +128,10 @@ class SubspacePanel(QWidget):
         self.density.setToolTip("TIES density: the fraction of each ΔW's entries (largest magnitudes) kept before signs are compared")
         self.layer_box = QComboBox()
         self.layer_box.setObjectName("subspaceLayer")
+        # as wide as 18 characters whatever the layer names: the list shows them whole
+        self.layer_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.layer_box.setMinimumContentsLength(18)
+        self.layer_box.view().setTextElideMode(Qt.ElideNone)
         self.layer_box.setToolTip("Which layers the heatmap shows: aggregated over all layers or one type, or a single layer")
         self.compute_button = QPushButton("Compute")
         self.compute_button.setObjectName("subspaceCompute")
@@ -148,22 +156,14 @@ class SubspacePanel(QWidget):
         self.heatmap.setObjectName("subspaceHeatmap")
         self.depth = DepthPlot()
 
-        controls = QHBoxLayout()
-        for label, widget in (("Metric", self.metric_box), ("density", self.density), ("Layers", self.layer_box)):
-            controls.addWidget(QLabel(label))
-            controls.addWidget(widget)
-        controls.addWidget(self.compute_button)
-        controls.addStretch()
-        # a second row, so the tab fits beside the left panels at 1280 px
-        outputs = QHBoxLayout()
-        outputs.addWidget(self.show_fidelity)
-        outputs.addStretch()
-        for button in (self.save_heatmap_button, self.save_depth_button, self.save_csv_button):
-            outputs.addWidget(button)
-        plots = QSplitter(Qt.Horizontal)
+        # rows that wrap in a narrow window instead of widening the tab
+        controls = flow(("Metric", self.metric_box), ("density", self.density), self.compute_button, self.show_fidelity)
+        outputs = flow(("Layers", self.layer_box), self.save_heatmap_button, self.save_depth_button, self.save_csv_button)
+        # both plots keep their shares as the window changes, and never go below what they draw
+        plots = ShareSplitter(Qt.Horizontal, (0.6, 0.4))
+        plots.setObjectName("subspacePlots")
         plots.addWidget(self.heatmap)
         plots.addWidget(self.depth)
-        plots.setSizes([560, 340])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
