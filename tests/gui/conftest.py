@@ -26,11 +26,11 @@ def collect_on_the_gui_thread(qapp):
     collector.stop()
 
 
-def open_window(qtbot, base, adapters):
-    """The app on ``base`` and ``adapters`` (small previews), shown, once its first evaluation is done."""
+def open_window(qtbot, base, adapters, preview_size: int = 12):
+    """The app on ``base`` and ``adapters`` (small previews: 12 examples, one pass), shown, once its first evaluation is done."""
     from osrm_gui.gui.app import build_window, parse_args
 
-    win = build_window(parse_args(["--base", str(base), "--preview-size", "12", *map(str, adapters)]))
+    win = build_window(parse_args(["--base", str(base), "--preview-size", str(preview_size), *map(str, adapters)]))
     qtbot.addWidget(win)
     win.show()
     wait_idle(qtbot, win)

@@ -14,18 +14,12 @@ from osrm_gui.core.progress import Progress, run_to_end
 from osrm_gui.core.session import EvalResult
 from osrm_gui.core.workspace import Workspace
 from tests.conftest import make_adapter
-from tests.gui.conftest import wait_idle
+from tests.gui.conftest import open_window, wait_idle
 
 
 def open_progressive(qtbot, base, adapters):
     """The app with previews of all 24 test examples per task: a first pass of 16, then all 24."""
-    from osrm_gui.gui.app import build_window, parse_args
-
-    win = build_window(parse_args(["--base", str(base), "--preview-size", "24", *map(str, adapters)]))
-    qtbot.addWidget(win)
-    win.show()
-    wait_idle(qtbot, win)
-    return win
+    return open_window(qtbot, base, adapters, preview_size=24)
 
 
 @pytest.fixture()

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialog, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QLabel, QSplitter, QTableWidget, QVBoxLayout, QWidget
 
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.explore import tradeoff as study
 from osrm_gui.core.explore.compare import FamilyRun
 from osrm_gui.gui.dialogs.compare_dialog import read_runs
+from osrm_gui.gui.dialogs.result_table import fill_table
 from osrm_gui.gui.plots.tradeoff_figure import FRONT, LEGEND_TEXT, draw_pareto, pareto_plot
 
 MAKE = "osrm demo tradeoff --json {path}"
@@ -43,42 +44,6 @@ def verdict_text(runs: list[FamilyRun]) -> tuple[str, bool]:
         return f"No verdict yet: {who} one seed, so no spread to judge by; run more seeds (--seeds 0,1,2 --resume).", False
     note = f" ({', '.join(thin)}: one seed, not judged)" if thin else ""
     return f"Does any setting beat {' and '.join(study.REFERENCES)} on both axes? {study.verdict(runs)}{note}", True
-
-
-class _Item(QTableWidgetItem):
-    """Sorts "0.781 ± 0.004" by its mean, text as text."""
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        a, b = _number(self.text()), _number(other.text())
-        if a is not None and b is not None:
-            return a < b
-        return self.text() < other.text()
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.split(" ", 1)[0].split(",", 1)[0])
-    except ValueError:
-        return None
-
-
-def fill_table(table: QTableWidget, rows: list[dict], tips: dict[str, str] | None = None) -> None:
-    """``rows`` (one dict each, the same keys) into ``table``, read-only and sortable; ``tips``: a
-    tooltip for the first column's cells by their text."""
-    table.setSortingEnabled(False)
-    table.setRowCount(len(rows))
-    table.setColumnCount(len(rows[0]) if rows else 0)
-    if rows:
-        table.setHorizontalHeaderLabels(list(rows[0]))
-    for r, row in enumerate(rows):
-        for c, value in enumerate(row.values()):
-            item = _Item(str(value))
-            item.setFlags(item.flags() & ~Qt.ItemIsEditable)
-            if c == 0 and tips and str(value) in tips:
-                item.setToolTip(tips[str(value)])
-            table.setItem(r, c, item)
-    table.setSortingEnabled(True)
-    table.resizeColumnsToContents()
 
 
 class TradeoffDialog(QDialog):
