@@ -50,6 +50,7 @@ class TrainCurves(QWidget):
         for plot in (self.loss_plot, self.energy_plot):
             plot.setLabel("bottom", "step")
             plot.setMinimumHeight(150)
+            plot.setMinimumWidth(270)  # room for the log axis's percent labels and five step ticks at 1024×700
             plot.getAxis("left").setWidth(52)  # both plots' axes line up, whatever their tick labels
             plain_numbers(plot.plotItem)
         # one legend under both (a colour is the same adapter in each), outside them: over the data it

@@ -22,6 +22,7 @@ from osrm_gui.core.osrm.training import TrainProgress, TrainSettings
 from osrm_gui.gui.dialogs.error_dialog import confirm_replace, show_error
 from osrm_gui.gui.plots.train_curves import TrainCurves, percent
 from osrm_gui.gui.state import SessionModel
+from osrm_gui.gui.widgets.fitting import flow
 from osrm_gui.gui.widgets.train_options import TrainOptions
 
 def drift_text(start_end: tuple[float, float]) -> str:
@@ -145,13 +146,9 @@ class OsrmPanel(QWidget):
         study.setToolTip("Results of `osrm demo tradeoff`: single-task accuracy against merged accuracy per training setting, "
                          "the Pareto front and the verdict")
         study.clicked.connect(self.show_tradeoff)
-        other = QHBoxLayout()
-        other.addWidget(project)
-        other.addStretch()
-        demos = QHBoxLayout()  # a row of their own: beside the project button they would widen the tab past 1280×800
-        demos.addStretch()
-        for button in (compare, board, study):
-            demos.addWidget(button)
+        # the buttons wrap onto more rows when the tab is narrow (1024 px) instead of widening it
+        other = flow(project)
+        demos = flow(compare, board, study)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(stats_box)
