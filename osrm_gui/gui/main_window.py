@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(220)
         self.progress.hide()
         self.eta = QLabel("")
+        self.eta.setMinimumWidth(self.eta.fontMetrics().horizontalAdvance("9999 s left"))  # Cancel does not jump as it changes
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("cancelJob")
         self.cancel_button.clicked.connect(self.model.jobs.cancel)
@@ -219,6 +220,8 @@ class MainWindow(QMainWindow):
         self.eta.setText("")
 
     def _job_progress(self, stage: str, done: int, total: int, message: str, eta: float) -> None:
+        if self.job_label.text().startswith("Sweep") and stage != "sweep":
+            return  # a sweep's bar counts its points: each point's own evaluation would make it jump back and forth
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
         self.progress.setFormat(f"{stage.split(':')[0]} %v/%m")

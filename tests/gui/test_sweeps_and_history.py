@@ -129,3 +129,13 @@ def test_pareto_front_and_history_next_to_a_saved_workspace(qtbot, window, tmp_p
     wait_idle(qtbot, reopened)
     assert reopened.history.table.rowCount() >= count  # what was recorded survives the reopen
     assert str(tmp_path / "ws" / "saved.osrm.history.sqlite") in reopened.history.summary.text()
+
+
+def test_the_status_bar_counts_a_sweeps_points_not_each_points_evaluation(qtbot, window):
+    panel = window.sweeps
+    set_axis(panel.first, "lambda", 0.0, 1.0, 4)
+    formats = []
+    window.model.jobs.progress.connect(lambda *_: formats.append(window.progress.format()))
+    with qtbot.waitSignal(window.model.sweepFinished, timeout=120000):
+        panel.start_sweep()
+    assert formats and all(f.startswith("sweep ") for f in formats), sorted(set(formats))
