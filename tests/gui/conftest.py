@@ -48,3 +48,11 @@ def window(qtbot, tiny_base_dir, tiny_adapters):
 
 def wait_idle(qtbot, win, timeout=30000):
     qtbot.waitUntil(lambda: not win.model.jobs.busy and not win.model._debounce.isActive() and not win.model._loaders, timeout=timeout)
+
+
+def set_axis(controls, target, start, stop, count):
+    """One sweep axis's controls (a sweep panel's ``first`` or ``second``)."""
+    controls.target.setCurrentIndex(controls.target.findData(target))
+    controls.start.setValue(start)
+    controls.stop.setValue(stop)
+    controls.count.setValue(count)

@@ -20,7 +20,7 @@ from osrm_gui.core.explore.sweep import Axis, SweepPoint, SweepResult
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.gui.plots.plot_style import AXES
 from osrm_gui.gui.plots.sweep_plot import SweepPlot, wilson_interval
-from tests.gui.conftest import wait_idle
+from tests.gui.conftest import set_axis, wait_idle
 
 LAMBDAS = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -196,16 +196,9 @@ def test_the_hover_readout_has_a_background_stays_in_view_and_leaves_with_the_mo
 # -- the sweep's status and staleness (in the app) --------------------------------------------
 
 
-def set_axis(panel, target, start, stop, count):
-    panel.target.setCurrentIndex(panel.target.findData(target))
-    panel.start.setValue(start)
-    panel.stop.setValue(stop)
-    panel.count.setValue(count)
-
-
 def test_the_sweep_status_counts_the_whole_sweep_and_says_done(qtbot, window):
     panel = window.sweeps
-    set_axis(panel, "lambda", 0.0, 1.0, 4)
+    set_axis(panel.first, "lambda", 0.0, 1.0, 4)
     seen, ranges, geometry = [], [], []
 
     def record(*_):
@@ -232,7 +225,7 @@ def test_the_sweep_status_counts_the_whole_sweep_and_says_done(qtbot, window):
 
 def test_a_cancelled_sweep_says_so_and_how_to_resume(qtbot, window):
     panel = window.sweeps
-    set_axis(panel, "lambda", 0.0, 1.0, 41)
+    set_axis(panel.first, "lambda", 0.0, 1.0, 41)
     with qtbot.waitSignal(window.model.sweepPoint, timeout=30000):
         panel.start_sweep()
     with qtbot.waitSignal(window.model.jobs.finished, timeout=30000):
@@ -244,12 +237,12 @@ def test_a_reopened_sweep_matches_its_controls_and_goes_stale_when_the_merge_cha
     from osrm_gui.gui.app import build_window, parse_args
 
     panel = window.sweeps
-    set_axis(panel, "animal", 0.0, 2.0, 3)
+    set_axis(panel.first, "animal", 0.0, 2.0, 3)
     with qtbot.waitSignal(window.model.sweepFinished, timeout=60000):
         panel.start_sweep()
     wait_idle(qtbot, window)
     assert not panel.stale
-    set_axis(panel, "lambda", 0.0, 1.0, 5)  # the controls moved on, the sweep shown did not
+    set_axis(panel.first, "lambda", 0.0, 1.0, 5)  # the controls moved on, the sweep shown did not
     path = tmp_path / "ws" / "sweep.osrm.json"
     window.model.save_workspace(str(path))
 

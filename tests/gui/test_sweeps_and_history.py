@@ -8,18 +8,11 @@ from PySide6.QtCore import Qt
 
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.explore.sweep import Axis
-from tests.gui.conftest import wait_idle
+from tests.gui.conftest import set_axis, wait_idle
 
 
 def tick_method(panel, name):
     panel.method_actions[name].setChecked(True)
-
-
-def set_axis(controls, target, start, stop, count):
-    controls.target.setCurrentIndex(controls.target.findData(target))
-    controls.start.setValue(start)
-    controls.stop.setValue(stop)
-    controls.count.setValue(count)
 
 
 def table_column(table, header):
