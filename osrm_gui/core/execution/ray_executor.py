@@ -158,12 +158,9 @@ class RayExecutor(Executor):
         if not alive:
             raise OsrmError("every Ray worker died; see the Ray logs of the cluster for why")
         for call in list(self._queue):
-            if call.worker is not None and self._workers[call.worker % len(self._workers)].alive:
-                target = self._workers[call.worker % len(self._workers)]
-            elif call.worker is not None:  # its worker is gone for good: any other one will do
-                target = min(alive, key=lambda w: len(w.running))
-            else:
-                target = min(alive, key=lambda w: len(w.running))
+            pinned = self._workers[call.worker % len(self._workers)] if call.worker is not None else None
+            # a call for a worker gone for good (or for none) goes to the least busy one alive
+            target = pinned if pinned is not None and pinned.alive else min(alive, key=lambda w: len(w.running))
             if len(target.running) >= PER_WORKER:
                 continue
             self._queue.remove(call)
