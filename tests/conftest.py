@@ -188,3 +188,12 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Modules of tiny-model tests that time nothing: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from tests.job_support import one_torch_thread
+
+    with one_torch_thread():
+        yield

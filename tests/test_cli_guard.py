@@ -7,20 +7,13 @@ import json
 import re
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from tests.cli_support import one_error_line, run
 from tests.conftest import make_adapter, write_task_csv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared machine: a second torch thread only adds synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

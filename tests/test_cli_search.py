@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.progress import run_to_end
@@ -11,13 +10,7 @@ from osrm_gui.core.workspace import open_workspace
 from tests.cli_support import one_error_line, run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model on a shared two-core machine runs far faster on one thread (nothing is timed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _search(capsys, tiny_base_dir, tiny_adapters, tmp_path, *options):

@@ -22,6 +22,7 @@ from osrm_gui.core.merge.learnable_lora import LearnableLoraMerge, trim_task_vec
 from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.workspace import open_workspace
 from tests.conftest import make_adapter
+from tests.job_support import drive
 from tests.tolerances import assert_within, logits_bound
 
 
@@ -137,14 +138,7 @@ def test_entropy_decreases_and_the_loss_is_the_summed_task_entropy(ws):
 
 
 def test_events_are_plain_and_validation_is_scored_every_n(ws):
-    events = []
-    job = adamerge(ws, "task", steps=4, eval_every=2, lr=0.01)
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result, events = drive(adamerge(ws, "task", steps=4, eval_every=2, lr=0.01))
     steps = [e for e in events if isinstance(e, AdaMergingStep)]
     assert steps == result.history and [e.validation is not None for e in steps] == [False, True, False, True]
     for event in steps:

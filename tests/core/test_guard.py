@@ -25,14 +25,7 @@ from tests.conftest import make_adapter, write_task_csv
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared machine: a second torch thread only adds synchronisation (the guard on
-    the fixture below: 10 s with two threads on two busy cores, 0.6 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- pre-screen against direct formulas

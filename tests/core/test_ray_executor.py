@@ -18,6 +18,7 @@ from osrm_gui.core.progress import run_to_end
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.progress import Run
 from osrm_gui.core.workspace import open_workspace
+from tests.job_support import drive, one_torch_thread
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (make test installs it)")
 
@@ -37,17 +38,11 @@ def ws(tiny_base_dir, tiny_adapters):
     return open_workspace(tiny_base_dir, tiny_adapters, device="cpu")
 
 
-def _drive(job):
-    run = Run(job)
-    events = list(run)
-    return run.result, events
-
-
 def test_a_sweep_on_two_workers_scores_what_the_local_sweep_scores(ws):
     spec = MergeSpec("ties", None, 1.0, {"density": 0.5})
     axes = [Axis("lambda", (0.0, 0.5, 1.0)), Axis(ws.adapters[0].name, (0.5, 1.0))]
-    local, _ = _drive(run_sweep(ws, spec, axes, "validation", methods=["ties", "task_arithmetic"]))
-    remote, events = _drive(run_sweep(ws, spec, axes, "validation", methods=["ties", "task_arithmetic"], executor=TWO))
+    local, _ = drive(run_sweep(ws, spec, axes, "validation", methods=["ties", "task_arithmetic"]))
+    remote, events = drive(run_sweep(ws, spec, axes, "validation", methods=["ties", "task_arithmetic"], executor=TWO))
     assert [(p.method, p.values, p.scores) for p in remote.points] == [(p.method, p.values, p.scores) for p in local.points]
     assert len([e for e in events if isinstance(e, SweepPoint)]) == 12
     statuses = [e for e in events if isinstance(e, WorkerStatus)]
@@ -98,7 +93,7 @@ def test_an_unreachable_cluster_is_a_one_line_error():
 def test_a_sweep_whose_worker_is_killed_midway_finishes_with_the_same_points(ws):
     spec = MergeSpec("task_arithmetic", None, 1.0)
     axes = [Axis("lambda", tuple(i / 7 for i in range(8)))]
-    local, _ = _drive(run_sweep(ws, spec, axes, "validation"))
+    local, _ = drive(run_sweep(ws, spec, axes, "validation"))
     job, events, killed = run_sweep(ws, spec, axes, "validation", executor=TWO), [], []
     run = Run(job)
     for event in run:
@@ -124,8 +119,8 @@ def _trials(events):
 
 def test_a_search_on_one_worker_is_the_local_search(ws, tmp_path):
     settings = dict(trials=6, seed=3, chunk=4)
-    local, local_events = _drive(search(ws, SearchSpace(("task_arithmetic", "ties")), "tpe", storage=tmp_path / "local.sqlite", **settings))
-    remote, remote_events = _drive(search(ws, SearchSpace(("task_arithmetic", "ties")), "tpe", storage=tmp_path / "ray.sqlite",
+    local, local_events = drive(search(ws, SearchSpace(("task_arithmetic", "ties")), "tpe", storage=tmp_path / "local.sqlite", **settings))
+    remote, remote_events = drive(search(ws, SearchSpace(("task_arithmetic", "ties")), "tpe", storage=tmp_path / "ray.sqlite",
                                           executor=ONE, **settings))
     assert _trials(remote_events) == _trials(local_events)
     assert remote.test == local.test and remote.validation == local.validation and remote.reference == local.reference
@@ -136,7 +131,7 @@ def test_a_search_on_two_workers_scores_each_point_as_the_local_engine_does(ws, 
     from osrm_gui.core.explore.history import History
 
     history = History(tmp_path / "history.sqlite")
-    result, events = _drive(search(ws, SearchSpace(("task_arithmetic",)), "random", trials=8, seed=1, chunk=4, prune=False,
+    result, events = drive(search(ws, SearchSpace(("task_arithmetic",)), "random", trials=8, seed=1, chunk=4, prune=False,
                                    normalise=False, storage=tmp_path / "studies.sqlite", history=history, executor=TWO))
     trials = [e.trial for e in events if isinstance(e, TrialEvent)]
     assert len(trials) == 8 and len(result.trials) == 8 and all(t.state == "complete" for t in trials)
@@ -163,14 +158,10 @@ def test_a_comparison_trained_on_two_workers_is_the_one_trained_here(tiny_base_d
     tasks = [resolve_task(str(p)) for p in tiny_tasks.values()]
     settings = TrainSettings(rank=4, alpha=8, steps=3, batch_size=8, max_length=16, osrm_samples=20)
     families = ["peft-default", "osrm-cov"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker computes: the same sums in the same order
-    try:
+    with one_torch_thread():  # as each worker computes: the same sums in the same order
         here = run_to_end(compare(families, [0], tasks, tmp_path / "here", settings, "cpu", 10, tiny_base_dir))
-    finally:
-        torch.set_num_threads(threads)
     job = compare(families, [0], tasks, tmp_path / "ray", settings, "cpu", 10, tiny_base_dir, executor=TWO)
-    there, events = _drive(job)
+    there, events = drive(job)
     assert [(r.family, r.seed, r.single, r.task_arithmetic, r.ties) for r in there] == \
         [(r.family, r.seed, r.single, r.task_arithmetic, r.ties) for r in here]
     for a, b in zip(here, there):

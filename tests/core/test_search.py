@@ -18,19 +18,13 @@ from osrm_gui.core.inputs.tasks import Task
 from osrm_gui.core.merge.spec import MergedState, MergeSpec
 from osrm_gui.core.progress import Run, run_to_end
 from osrm_gui.core.workspace import open_workspace
+from tests.job_support import drive
 from tests.tolerances import assert_within, logits_bound
 
 FAST = dict(chunk=4)  # the tiny tasks have 12 validation examples each: 3 chunks
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a shared two-core machine a tiny model's forward passes mostly wait for the second
-    thread (20× slower than one): these tests time nothing, so they take one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +33,8 @@ def ws(tiny_base_dir, tiny_adapters):
 
 
 def _drive(job):
-    run = Run(job)
-    events = [e for e in run if isinstance(e, TrialEvent)]
-    return run.result, events
+    result, events = drive(job)
+    return result, [e for e in events if isinstance(e, TrialEvent)]
 
 
 def _groups(ws, count):

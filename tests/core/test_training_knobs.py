@@ -18,6 +18,7 @@ from osrm_gui.core.osrm.features import collect_features, save_features
 from osrm_gui.core.osrm.others import SHIPPED_STATS, against_adapters
 from osrm_gui.core.osrm.training import TrainSettings, train_adapter
 from osrm_gui.core.progress import run_to_end
+from tests.job_support import drive
 
 RANK, SAMPLES, MAX_LENGTH = 4, 50, 16
 COMMON = {"rank": RANK, "alpha": 8, "batch_size": 16, "lr": 2e-2, "max_length": MAX_LENGTH, "seed": 3, "osrm_samples": SAMPLES}
@@ -38,13 +39,8 @@ def colour_moments(tiny_base_dir, tasks):
 
 def _train(tiny_base_dir, task, out, ship_stats=False, **overrides):
     settings = TrainSettings(**{**COMMON, "steps": 30, **overrides})
-    events = []
-    job = train_adapter(tiny_base_dir, task, out, settings, device="cpu", ship_stats=ship_stats)
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            return stop.value, [e for e in events if e.stage == "train"]
+    result, events = drive(train_adapter(tiny_base_dir, task, out, settings, device="cpu", ship_stats=ship_stats))
+    return result, [e for e in events if e.stage == "train"]
 
 
 def _meta(folder):
