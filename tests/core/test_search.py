@@ -252,17 +252,32 @@ def test_nsga2_returns_the_pareto_set_of_mean_and_worst_task(ws):
     assert result.best.values[0] == max(values[i][0] for i in result.pareto)
 
 
-def test_a_minimum_per_task_goes_to_optunas_constraints(ws):
+def _feasible_from_lambda(monkeypatch, cut):
+    """Trials at λ ≥ cut score every example right, the others every one wrong: which trials meet a
+    minimum then follows from the seeded sampler alone, not from how this CPU rounds the tiny model."""
+    import osrm_gui.core.explore.search as search_module
+
+    real = search_module.score_trial_chunk
+
+    def decided(ws, point, *args):
+        parts, examples = real(ws, point, *args)
+        right = point.spec.lam >= cut
+        return [(task, labels.copy() if right else np.where(labels == 0, 1, 0), labels) for task, _, labels in parts], examples
+
+    monkeypatch.setattr(search_module, "score_trial_chunk", decided)
+
+
+def test_a_minimum_per_task_goes_to_optunas_constraints(ws, monkeypatch):
+    _feasible_from_lambda(monkeypatch, cut=0.75)
     result, _ = _drive(search(ws, SearchSpace(), "tpe", trials=8, seed=0, min_task_fraction=0.5, score_test=False, **FAST))
     by_number = {t.number: t for t in result._frozen}
     scored = [t for t in result.trials if t.state != "fail"]
     for t in scored:
         shortfall = {k: 0.5 * result.reference[k] - t.scores[k] for k in t.scores}
-        assert t.feasible == all(v <= 0 for v in shortfall.values())
+        assert t.feasible == all(v <= 0 for v in shortfall.values()) == (t.params["lambda"] >= 0.75)
         assert by_number[t.number].constraints == pytest.approx({f"min:{k}": v for k, v in shortfall.items()})
-    if any(t.feasible for t in scored if t.state == "complete"):
-        assert result.best.feasible
     assert {t.feasible for t in scored} == {True, False}  # the case exercises both sides
+    assert result.best.feasible
 
 
 def test_every_scored_trial_lands_in_the_run_history_with_its_fidelity(ws, tmp_path):
@@ -350,6 +365,7 @@ def test_without_constraint_support_a_shortfall_is_a_penalty(ws, monkeypatch):
 
     # CMA-ES ignores Optuna's constraints; a random sampler stands in for it (the package may be missing)
     monkeypatch.setattr(search_module, "make_sampler", lambda *a, **k: optuna.samplers.RandomSampler(seed=a[1]))
+    _feasible_from_lambda(monkeypatch, cut=0.75)
     result, _ = _drive(search(ws, SearchSpace(), "cmaes", trials=8, min_task_fraction=0.5, score_test=False, **FAST))
     assert all(not t.constraints for t in result._frozen)
     complete = [t for t in result.trials if t.state == "complete"]
@@ -357,6 +373,6 @@ def test_without_constraint_support_a_shortfall_is_a_penalty(ws, monkeypatch):
         normalised = np.mean([t.scores[k] / result.reference[k] for k in t.scores])
         violation = sum(max(0.5 * result.reference[k] - t.scores[k], 0.0) for k in t.scores)
         assert t.values[0] == pytest.approx(normalised - (1.0 + violation if violation > 0 else 0.0))
-        assert t.feasible == (violation == 0)
+        assert t.feasible == (violation == 0) == (t.params["lambda"] >= 0.75)
     assert {t.feasible for t in complete} == {True, False}
     assert result.best.feasible
