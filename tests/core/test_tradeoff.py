@@ -155,8 +155,9 @@ def test_study_end_to_end_on_tiny_tasks_and_resumes(tiny_base_dir, tiny_tasks, t
     tasks = [resolve_task(str(p)) for p in tiny_tasks.values()]
     saved = []
     runs = run_to_end(tradeoff.study(["peft-default", "osrm-cov-a0.01"], [0], tasks, tmp_path / "work", SETTINGS, "cpu", 10,
-                                     tiny_base_dir, save=lambda r: saved.append(len(r))))
-    assert [(r.family, r.seed) for r in runs] == [("peft-default", 0), ("osrm-cov-a0.01", 0)] and saved == [1, 2]
+                                     tiny_base_dir, save=lambda r: saved.append((len(r), (tmp_path / "work" / "osrm-cov-a0.01").exists()))))
+    assert [(r.family, r.seed) for r in runs] == [("peft-default", 0), ("osrm-cov-a0.01", 0)]
+    assert saved == [(1, False), (2, True)]  # the first set is on disk before the second one trains
     assert all(tradeoff.is_study_run(r) for r in runs)
     trained = json.loads((tmp_path / "work" / "osrm-cov-a0.01" / "seed0" / "colour" / "osrm_adapter.json").read_text())
     assert trained["settings"]["a_lr_multiplier"] == 0.01 and trained["settings"]["init"] == "osrm-cov"
@@ -168,8 +169,8 @@ def test_study_end_to_end_on_tiny_tasks_and_resumes(tiny_base_dir, tiny_tasks, t
     assert [r["setting"] for r in rows] == ["peft-default", "osrm-cov-a0.01"] and rows[0]["TIES λ"] in {f"{x:g}" for x in tradeoff.TIES_LAMBDAS}
     stamp = (tmp_path / "work" / "peft-default" / "seed0" / "colour" / "adapter_model.safetensors").stat().st_mtime_ns
     again = run_to_end(tradeoff.study(["peft-default", "osrm-cov-a0.01"], [0], tasks, tmp_path / "work", SETTINGS, "cpu", 10,
-                                      tiny_base_dir, kept=runs[:1], save=lambda r: saved.append(len(r))))
-    assert saved[2:] == [2] and again[0] is runs[0] and again[1] == runs[1]  # only the missing set evaluated, same numbers
+                                      tiny_base_dir, kept=runs[:1], save=lambda r: saved.append((len(r), True))))
+    assert saved[2:] == [(2, True)] and again[0] is runs[0] and again[1] == runs[1]  # only the missing set evaluated, same numbers
     assert (tmp_path / "work" / "peft-default" / "seed0" / "colour" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
 

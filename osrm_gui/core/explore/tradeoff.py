@@ -117,8 +117,8 @@ def study(
     limit: int | None = None, base_path: str | Path | None = None, executor: ExecutorSettings | None = None,
     kept: list[FamilyRun] = (), save: Callable[[list[FamilyRun]], None] | None = None, heldout: str = "test",
 ) -> Generator[Progress | WorkerStatus, None, list[FamilyRun]]:
-    """Train what is missing (adapters already in ``work`` are reused), then evaluate every
-    (family, seed) set not among ``kept``; ``save(runs)`` after every set, so an interruption
+    """Per (family, seed) set not among ``kept``: train its missing adapters (those already in
+    ``work`` are reused), then evaluate it; ``save(runs)`` after every set, so an interruption
     loses one set at most. Returns the kept runs and the new ones, families × seeds in order."""
     specs = [t.extra.get("spec") for t in tasks]
     for family in families:  # a setting training would refuse fails here, not hours into the study
@@ -130,15 +130,20 @@ def study(
     order = {key: i for i, key in enumerate((f, s) for f in families for s in seeds)}
     if not wanted:
         return sorted(runs, key=lambda r: order.get((r.family, r.seed), len(order)))
-    sets = yield from train_sets(wanted, tasks, work, base_settings, device, base_path, executor)
     args_of = lambda family, seed, paths: (base_path, paths, specs, device, family, seed, limit, heldout)  # noqa: E731
-    for event in over_sets(sets, evaluate_set, args_of, executor, "tradeoff"):
-        if not isinstance(event, tuple):
-            yield event
-            continue
-        runs.append(event[2])
-        if save is not None:
-            save(runs)
+    # trained and evaluated a batch of sets at a time, so that an interrupted study has its finished
+    # sets on disk (training everything first left nothing to read after hours); one set per Ray
+    # worker keeps every worker busy within a batch
+    batch = executor.workers if executor is not None and executor.remote else 1
+    for start in range(0, len(wanted), batch):
+        sets = yield from train_sets(wanted[start : start + batch], tasks, work, base_settings, device, base_path, executor)
+        for event in over_sets(sets, evaluate_set, args_of, executor, "tradeoff"):
+            if not isinstance(event, tuple):
+                yield event
+                continue
+            runs.append(event[2])
+            if save is not None:
+                save(runs)
     return sorted(runs, key=lambda r: order.get((r.family, r.seed), len(order)))
 
 
