@@ -198,6 +198,7 @@ def tradeoff(args) -> int:
             runs += part_runs
             meta["command"].append(part_meta.get("command", str(path)))
             meta.setdefault("families", {}).update(part_meta.get("families", {}))
+            meta["seeds"] = sorted({*meta.get("seeds", []), *part_meta.get("seeds", []), *(r.seed for r in part_runs)})
         meta["command"] = " && ".join(meta["command"])
         if args.json:
             check_outputs(args, args.json)
@@ -210,6 +211,9 @@ def tradeoff(args) -> int:
     print(format_table(study.summarise(runs)))
     for family, text in meta.get("families", {}).items():
         print(f"  {family}: {text}")
+    partial = study.coverage(meta, runs)
+    if partial:
+        print(f"\n{partial}")
     points = study.pareto_points(runs)
     print(f"\nPareto front (single-task accuracy, TA normalised; means over seeds): {', '.join(study.non_dominated(points))}")
     references = [r for r in study.REFERENCES if any(run.family == r for run in runs)]
@@ -268,6 +272,7 @@ def _run_tradeoff(args, cmp, study):
     device = None if args.device == "auto" else args.device
     meta = {"command": command, "lora": {**LORA, "steps": args.steps}, "limit": args.limit, "built_with": f"osrm-gui {__version__}",
             "families": {f: cmp.FAMILIES[f][1] for f in dict.fromkeys([*(r.family for r in kept), *families])},
+            "seeds": sorted({*seeds, *(r.seed for r in kept)}),
             "lambdas": list(study.FINE_LAMBDAS), "ties_lambdas": list(study.TIES_LAMBDAS), "width_tolerance": study.WIDTH_TOLERANCE,
             "heldout": "test"}
     save = (lambda runs: cmp.save_runs(runs, args.json, meta)) if args.json else None  # noqa: E731

@@ -214,3 +214,18 @@ def test_cli_prints_and_plots_a_saved_study(capsys, tmp_path):
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run(capsys, "demo", "tradeoff", "--from-json", tmp_path / "study.json", "--plot", tmp_path / "pareto.png")
     assert code == 2 and "pareto.png" in one_error_line(err)  # an existing output is refused, as everywhere
+
+
+def test_a_partial_study_says_which_sets_are_missing(capsys, tmp_path):
+    runs = _study_file(tmp_path / "whole.json")
+    assert tradeoff.coverage({"families": {}, "seeds": [0, 1]}, runs) == ""
+    meta = {"families": {"peft-default": "", "osrm-cov": "", "osrm-cov-k4": "", "osrm-cov-k8": ""}, "seeds": [0, 1, 2]}
+    assert tradeoff.coverage(meta, runs[:-1]) == ("partial study: 5 of 12 adapter sets measured; not yet: peft-default (seed 2); "
+                                                   "osrm-cov (seed 2); osrm-cov-k4 (seeds 1, 2); osrm-cov-k8 (seeds 0, 1, 2)")
+    assert tradeoff.coverage({}, runs[:-1]).startswith("partial study: 5 of 6 adapter sets measured; not yet: osrm-cov-k4 (seed 1)")
+    save_runs(runs[:-1], tmp_path / "partial.json", {"command": "osrm demo tradeoff (synthetic)", "families": {}, "seeds": [0, 1]})
+    code, out, err = run(capsys, "demo", "tradeoff", "--from-json", tmp_path / "partial.json")
+    assert code == 0, err
+    assert "partial study: 5 of 6 adapter sets measured; not yet: osrm-cov-k4 (seed 1)" in out
+    code, out, err = run(capsys, "demo", "tradeoff", "--from-json", tmp_path / "whole.json")
+    assert code == 0 and "partial study" not in out

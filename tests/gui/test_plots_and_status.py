@@ -5,13 +5,14 @@ changes, the OSRM tab's status after a cancel or a failure, and the trade-off st
 
 from __future__ import annotations
 
+import json
 import re
 
 import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.explore import tradeoff
@@ -358,6 +359,15 @@ def test_the_tradeoff_dialog_shows_a_partial_study_without_a_made_up_verdict(qtb
     assert len(items_of(dialog.plot, pg.ScatterPlotItem)) == 3 and not items_of(dialog.plot, pg.ErrorBarItem)  # no spread, no bars
     assert "No verdict yet" in dialog.verdict.text() and "one seed" in dialog.verdict.text()
     assert not dialog.margins.isVisibleTo(dialog)
+    header = dialog.findChild(QLabel, "tradeoffHeader").text()
+    assert "partial study" not in header  # no plan saved beyond the runs: nothing to call missing
+
+    meta = json.loads((tmp_path / "one-seed.json").read_text())
+    (tmp_path / "planned.json").write_text(json.dumps({**meta, "meta": {**meta["meta"], "seeds": [0, 1, 2]}}))
+    dialog = TradeoffDialog(tmp_path / "planned.json")
+    qtbot.addWidget(dialog)
+    header = dialog.findChild(QLabel, "tradeoffHeader").text()
+    assert "<b>Partial study: 3 of 9 adapter sets measured; not yet: " in header and "peft-default (seeds 1, 2)" in header
 
     study_file(tmp_path / "no-reference.json", settings=(("osrm-cov-k4", 0.83, 0.97), ("osrm-cov-k8", 0.84, 0.95)))
     dialog = TradeoffDialog(tmp_path / "no-reference.json")

@@ -306,6 +306,22 @@ def dominance(runs: list[FamilyRun], references: tuple[str, ...] = REFERENCES) -
     return rows
 
 
+def coverage(meta: dict, runs: list[FamilyRun]) -> str:
+    """"" when every planned (family, seed) set was measured, else one line saying how many were and
+    which are not yet. The plan: the saved file's families × its seeds (or, in files written before
+    the seeds were saved, every seed any run has)."""
+    seeds = meta.get("seeds") or sorted({r.seed for r in runs})
+    families = list(dict.fromkeys([*(meta.get("families") or {}), *(r.family for r in runs)]))
+    done = {(r.family, r.seed) for r in runs}
+    missing = {f: [s for s in seeds if (f, s) not in done] for f in families}
+    missing = {f: left for f, left in missing.items() if left}
+    if not missing:
+        return ""
+    planned = len(families) * len(seeds)
+    left = "; ".join(f"{f} (seed{'s' * (len(v) > 1)} {', '.join(map(str, v))})" for f, v in missing.items())
+    return f"partial study: {planned - sum(map(len, missing.values()))} of {planned} adapter sets measured; not yet: {left}"
+
+
 def verdict(runs: list[FamilyRun], references: tuple[str, ...] = REFERENCES) -> str:
     """The study's answer in one sentence."""
     rows = dominance(runs, references)

@@ -60,10 +60,12 @@ class TradeoffDialog(QDialog):
         skipped = len(saved) - len(runs)
         seeds = seeds_per_setting(runs)
         fewest, most = min(seeds.values(), default=0), max(seeds.values(), default=0)
+        partial = study.coverage(meta, runs)
         header = QLabel(
             f"From {Path(path).name}, made by <code>{meta.get('command', '?')}</code>: {len(seeds)} setting(s), "
             + (f"{most} seed(s) each" if fewest == most else f"{fewest} to {most} seeds each")
             + (f"; {skipped} run(s) without the study's measures left out" if skipped else "")
+            + (f". <b>{partial[0].upper()}{partial[1:]}</b>" if partial else "")
             + ". Test accuracy averaged over the tasks; normalised = merged / each adapter alone, at the λ chosen on "
             "validation; ± is the standard deviation over seeds. Hover a setting's name for what it trains.")
         header.setWordWrap(True)
