@@ -384,3 +384,21 @@ def test_the_tradeoff_dialog_shows_a_partial_study_without_a_made_up_verdict(qtb
               tmp_path / "compare.json", {"command": "osrm demo compare"})
     with pytest.raises(OsrmError, match=r"compare\.json: no run in it has the trade-off study's measures"):
         TradeoffDialog(tmp_path / "compare.json")
+
+
+def test_a_category_label_is_broken_then_shortened_to_fit(qapp):
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from osrm_gui.gui.plots.plot_style import fit_label
+
+    font = QFont()
+    metrics = QFontMetrics(font)
+    text = "moral-foundation\nalone: moral-foundation"
+    whole = max(metrics.horizontalAdvance(line) for line in text.split("\n"))
+    assert fit_label(text, whole, font) == text
+    broken = fit_label(text, metrics.horizontalAdvance("moral-foundation") + 1, font)
+    assert broken == "moral-foundation\nalone:\nmoral-foundation"
+    for width in (60, 30, 5):
+        fitted = fit_label(text, width, font)
+        assert "…" in fitted and all(metrics.horizontalAdvance(line) <= max(width, metrics.horizontalAdvance("…") + 1)
+                                     for line in fitted.split("\n"))

@@ -178,3 +178,22 @@ def test_a_second_window_shows_the_adapters_alone_from_the_run_history(qtbot, wi
     finally:
         again.model.jobs.cancel()
         again.model.jobs.wait(20)
+
+
+def test_task_labels_fit_their_share_of_a_narrow_chart(qtbot, window):
+    from PySide6.QtGui import QFontMetrics
+
+    chart = window.results
+    chart.tick_texts = [(0.0, "moral-foundation\nalone: moral-foundation-seed-2"), (1.0, "debate-party\nalone: debate-party")]
+    axis = chart.plot.getAxis("bottom")
+    metrics = QFontMetrics(axis.style["tickFont"] or chart.plot.font())
+    for width in (900, 420, 260, 150):
+        chart.plot.resize(width, 300)
+        qtbot.wait(20)
+        view = chart.plot.getViewBox()
+        share = view.width() / (view.viewRange()[0][1] - view.viewRange()[0][0])
+        labels = [label for _, label in axis._tickLevels[0]]
+        assert all(metrics.horizontalAdvance(line) <= share for label in labels for line in label.split("\n")), (width, labels)
+        if width == 900:
+            assert labels[1] == "debate-party\nalone: debate-party"  # room enough: unchanged
+    assert any("…" in label for label in labels)

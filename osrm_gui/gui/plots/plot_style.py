@@ -8,6 +8,7 @@ import math
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QGraphicsGridLayout
 
 AXES = ("left", "bottom", "right", "top")
@@ -47,6 +48,23 @@ def plain_numbers(plot_item: pg.PlotItem) -> None:
         plot_item.getAxis(name).enableAutoSIPrefix(False)
     plot_item.layout.setColumnMinimumWidth(2, EDGE_ROOM)
     plot_item.layout.setRowMinimumHeight(1, EDGE_ROOM // 2)
+
+
+def fit_label(text: str, width: float, font: QFont) -> str:
+    """A category's tick label that fits ``width`` pixels: each line that is too wide is broken
+    after its ": " (\"alone: moral-foundation\" becomes two lines), and a part still too wide is
+    shortened in the middle with an ellipsis, so that neighbouring labels never run into each other."""
+    metrics = QFontMetrics(font)
+    room = max(int(width), metrics.horizontalAdvance("…") + 1)
+    lines = []
+    for line in text.split("\n"):
+        parts = [line]
+        if metrics.horizontalAdvance(line) > room and ": " in line:
+            head, tail = line.split(": ", 1)
+            parts = [f"{head}:", tail]
+        # Qt's eliding measures a little wider than horizontalAdvance: only parts that do not fit go through it
+        lines += [part if metrics.horizontalAdvance(part) <= room else metrics.elidedText(part, Qt.ElideMiddle, room) for part in parts]
+    return "\n".join(lines)
 
 
 class LegendBelow(pg.LegendItem):

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from osrm_gui.core.session import EvalResult
-from osrm_gui.gui.plots.plot_style import LegendBelow, plain_numbers, plot_axes
+from osrm_gui.gui.plots.plot_style import LegendBelow, fit_label, plain_numbers, plot_axes
 from osrm_gui.gui.state import SessionModel
 
 MERGED = (33, 102, 172)
@@ -45,6 +45,8 @@ class ResultsPlot(QWidget):
             self.plot.addItem(item)
         self.plot.plot([], [], pen=dashed, name="merged average")  # the dashed line's legend entry
         self.labels: list[pg.TextItem] = []
+        self.tick_texts: list[tuple[float, str]] = []  # each task's whole label, fitted to the width on resize
+        self.plot.getViewBox().sigResized.connect(self._fit_ticks)
         self.summary = QLabel("Loading…")
         self.summary.setObjectName("resultsSummary")
         self.summary.setWordWrap(True)
@@ -117,7 +119,8 @@ class ResultsPlot(QWidget):
             for errors in (self.single_errors, self.merged_errors):
                 errors.setData(x=np.zeros(0), y=np.zeros(0))
             self.average_line.hide()
-            self.plot.getAxis("bottom").setTicks([[]])
+            self.tick_texts = []
+            self._fit_ticks()
             self.summary.setText(self._empty_text())
             self.summary.setToolTip("")
             return
@@ -141,8 +144,9 @@ class ResultsPlot(QWidget):
         metrics = {s.task.metric for s in self.model.slots if s.task is not None and s.task.name in values}
         self.plot.setLabel("left", f"{metrics.pop() if len(metrics) == 1 else 'metric'}, with its 95 % interval")
         names = self.reference_names()
-        self.plot.getAxis("bottom").setTicks([[(xi, f"{task}\nalone: {names[task]}" if task in names else task) for xi, task in zip(x, tasks)]])
+        self.tick_texts = [(xi, f"{task}\nalone: {names[task]}" if task in names else task) for xi, task in zip(x, tasks)]
         self.plot.setXRange(-0.6, len(tasks) - 0.4, padding=0)
+        self._fit_ticks()
         top = max(1.0, max(merged_tops + single_tops) * 1.1)
         low = min(0.0, min(merged + single))
         self.plot.setYRange(low, top, padding=0)
@@ -151,6 +155,22 @@ class ResultsPlot(QWidget):
             item.setOpacity(opacity)
         self.summary.setText(self._headline(result, merged, single))
         self.summary.setToolTip(self._details(result, names))
+
+    def _fit_ticks(self) -> None:
+        """Each task's label within its share of the plot's width (tasks one unit apart), refitted on resize."""
+        axis = self.plot.getAxis("bottom")
+        texts = self.tick_texts
+        if not texts:
+            axis.setTicks([[]])
+            return
+        view = self.plot.getViewBox()
+        span = view.viewRange()[0]
+        if view.width() <= 0:  # not laid out yet: the resize that follows fits them
+            axis.setTicks([texts])
+            return
+        pixels_per_task = view.width() / max(span[1] - span[0], 1e-9)
+        font = axis.style["tickFont"] or self.plot.font()
+        axis.setTicks([[(xi, fit_label(text, pixels_per_task - 8, font)) for xi, text in texts]])
 
     def _error_bars(self, item: pg.ErrorBarItem, x: np.ndarray, heights: list[float], intervals: list) -> list[float]:
         """Draw the intervals known (a result saved without them has none); the top of each bar or interval."""
