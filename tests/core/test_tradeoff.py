@@ -112,7 +112,14 @@ def test_pareto_front_and_verdict_on_synthetic_runs():
     assert rows["worse"]["single vs peft-default"].endswith("worse") and rows["worse"]["TA normalised vs osrm-cov"].endswith("better")
     assert tradeoff.verdict(runs).startswith("yes: wins beats peft-default and osrm-cov")
     without = [r for r in runs if r.family != "wins"]
-    assert tradeoff.verdict(without).startswith("no: no setting beats")
+    assert tradeoff.verdict(without).startswith("no: no setting beats") and ";" not in tradeoff.verdict(without)
+    # merging better than both beyond the spread, alone level with both: the gain that costs nothing measurable
+    free = without + _synthetic("free", [0.85, 0.86, 0.84], [0.97, 0.98, 0.97])
+    rows = {r["setting"]: r for r in tradeoff.dominance(free)}
+    assert rows["free"]["dominates all"] == tradeoff.FREE_GAIN and rows["close"]["dominates all"] == "no"
+    assert rows["worse"]["dominates all"] == "no"  # merges better too, but is worse alone beyond the spread
+    assert tradeoff.verdict(free).endswith("; free merges better than both by more than the spread, "
+                                           "with single-task accuracy within the spread of both")
     one_seed = [r for r in runs if r.seed == 0]
     assert {r["dominates all"] for r in tradeoff.dominance(one_seed)} == {"no"}
     with pytest.raises(OsrmError, match="osrm-cov"):
@@ -229,3 +236,4 @@ def test_a_partial_study_says_which_sets_are_missing(capsys, tmp_path):
     assert "partial study: 5 of 6 adapter sets measured; not yet: osrm-cov-k4 (seed 1)" in out
     code, out, err = run(capsys, "demo", "tradeoff", "--from-json", tmp_path / "whole.json")
     assert code == 0 and "partial study" not in out
+
