@@ -237,3 +237,20 @@ def test_a_partial_study_says_which_sets_are_missing(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "tradeoff", "--from-json", tmp_path / "whole.json")
     assert code == 0 and "partial study" not in out
 
+
+
+def test_the_committed_study_is_what_the_readme_quotes(capsys):
+    """resources/demo/tradeoff.json (what the app's viewer and the README show) loads as a study, and
+    the README's table is what `--from-json` prints from it."""
+    from pathlib import Path
+
+    from osrm_gui.core.paths import demo_dir
+
+    committed = demo_dir() / "tradeoff.json"
+    meta, runs = load_runs(committed)
+    assert runs and all(tradeoff.is_study_run(r) for r in runs) and meta["command"].startswith("osrm demo tradeoff")
+    code, out, err = run(capsys, "demo", "tradeoff", "--from-json", committed)
+    assert code == 0, err
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = [line for line in out.splitlines() if any(line.startswith(f"{r.family} ") for r in runs)]
+    assert table and all(line in readme for line in table)
