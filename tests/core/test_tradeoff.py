@@ -129,6 +129,16 @@ def test_pareto_front_and_verdict_on_synthetic_runs():
     assert rows[2]["TA normalised"] == "0.973 ± 0.006" and rows[2]["interference (held-out)"] == "–"
 
 
+def test_settings_are_listed_knob_by_knob_whatever_order_they_were_measured_in():
+    # a resumed study measures the settings in the order it is told; the table and the plot keep the study's order
+    measured = ["osrm-cov-pen1000", "osrm-cov", "mine", "osrm-cov-k8", "peft-default", "osrm-cov-k1", "other"]
+    runs = [run for family in measured for run in _synthetic(family, [0.8, 0.81], [0.9, 0.91])]
+    expected = ["peft-default", "osrm-cov", "osrm-cov-k1", "osrm-cov-k8", "osrm-cov-pen1000", "mine", "other"]
+    assert [r["setting"] for r in tradeoff.summarise(runs)] == expected
+    assert [p.family for p in tradeoff.pareto_points(runs)] == expected
+    assert [r["setting"] for r in tradeoff.dominance(runs)] == expected[2:]
+
+
 def test_runs_saved_before_the_study_still_load(tmp_path):
     old = {"family": "osrm-cov", "seed": 0, "single": {"a": 0.9}, "task_arithmetic": {"1": {"a": 0.8}}, "ties": {"a": 0.7},
            "interference": 0.8, "paths": [], "validation": {"1": {"a": 0.8}}}

@@ -213,7 +213,12 @@ def _stat(values) -> str:
 
 
 def _by_family(runs: list[FamilyRun]) -> dict[str, list[FamilyRun]]:
-    return {family: [r for r in runs if r.family == family] for family in dict.fromkeys(r.family for r in runs)}
+    """Runs per setting, the study's settings in :data:`STUDY_FAMILIES` order (knob by knob, whatever
+    order a resumed study measured them in), any other setting after them as it first appears."""
+    seen = list(dict.fromkeys(r.family for r in runs))
+    rank = {family: i for i, family in enumerate(STUDY_FAMILIES)}
+    ordered = sorted(seen, key=lambda family: (rank.get(family, len(rank)), seen.index(family)))
+    return {family: [r for r in runs if r.family == family] for family in ordered}
 
 
 def summarise(runs: list[FamilyRun]) -> list[dict]:
