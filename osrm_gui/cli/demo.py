@@ -209,8 +209,9 @@ def tradeoff(args) -> int:
     print("test accuracy averaged over the tasks; normalised = merged / each adapter alone, at the λ chosen on validation; "
           "± is the standard deviation over seeds\n")
     print(format_table(study.summarise(runs)))
-    for family, text in meta.get("families", {}).items():
-        print(f"  {family}: {text}")
+    described = meta.get("families", {})
+    for family in study.in_study_order(described):
+        print(f"  {family}: {described[family]}")
     partial = study.coverage(meta, runs)
     if partial:
         print(f"\n{partial}")

@@ -137,6 +137,9 @@ def test_settings_are_listed_knob_by_knob_whatever_order_they_were_measured_in()
     assert [r["setting"] for r in tradeoff.summarise(runs)] == expected
     assert [p.family for p in tradeoff.pareto_points(runs)] == expected
     assert [r["setting"] for r in tradeoff.dominance(runs)] == expected[2:]
+    meta = {"families": dict.fromkeys(["osrm-cov-a0.01", *measured]), "seeds": [0, 1]}
+    assert tradeoff.coverage(meta, runs) == "partial study: 14 of 16 adapter sets measured; not yet: osrm-cov-a0.01 (seeds 0, 1)"
+    assert tradeoff.coverage(meta, runs[2:]).endswith("not yet: osrm-cov-pen1000 (seeds 0, 1); osrm-cov-a0.01 (seeds 0, 1)")
 
 
 def test_runs_saved_before_the_study_still_load(tmp_path):

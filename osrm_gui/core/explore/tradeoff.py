@@ -212,13 +212,16 @@ def _stat(values) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
-def _by_family(runs: list[FamilyRun]) -> dict[str, list[FamilyRun]]:
-    """Runs per setting, the study's settings in :data:`STUDY_FAMILIES` order (knob by knob, whatever
-    order a resumed study measured them in), any other setting after them as it first appears."""
-    seen = list(dict.fromkeys(r.family for r in runs))
+def in_study_order(families) -> list[str]:
+    """The settings, each once, in :data:`STUDY_FAMILIES` order (knob by knob, whatever order a
+    resumed study measured them in), any other setting after them in the order given."""
+    seen = list(dict.fromkeys(families))
     rank = {family: i for i, family in enumerate(STUDY_FAMILIES)}
-    ordered = sorted(seen, key=lambda family: (rank.get(family, len(rank)), seen.index(family)))
-    return {family: [r for r in runs if r.family == family] for family in ordered}
+    return sorted(seen, key=lambda family: (rank.get(family, len(rank)), seen.index(family)))
+
+
+def _by_family(runs: list[FamilyRun]) -> dict[str, list[FamilyRun]]:
+    return {family: [r for r in runs if r.family == family] for family in in_study_order(r.family for r in runs)}
 
 
 def summarise(runs: list[FamilyRun]) -> list[dict]:
@@ -343,7 +346,7 @@ def coverage(meta: dict, runs: list[FamilyRun]) -> str:
     which are not yet. The plan: the saved file's families × its seeds (or, in files written before
     the seeds were saved, every seed any run has)."""
     seeds = meta.get("seeds") or sorted({r.seed for r in runs})
-    families = list(dict.fromkeys([*(meta.get("families") or {}), *(r.family for r in runs)]))
+    families = in_study_order([*(meta.get("families") or {}), *(r.family for r in runs)])
     done = {(r.family, r.seed) for r in runs}
     missing = {f: [s for s in seeds if (f, s) not in done] for f in families}
     missing = {f: left for f, left in missing.items() if left}
