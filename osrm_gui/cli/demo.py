@@ -128,22 +128,23 @@ def leaderboard(args) -> int:
                 + (f" --limit {args.limit}" if args.limit else ""), "lora": {**LORA, "steps": args.steps}, "built_with": f"osrm-gui {__version__}"}
         runs = list(kept)
         wanted = [(family, seed) for family in families for seed in seeds if board.missing_methods(kept, family, seed, methods)]
-        sets = drive(cmp.train_sets(wanted, tasks, work, settings, device, executor=executor), "train")
-        specs = [t.extra.get("spec") for t in tasks]
+        with cmp.using(executor) as runner:  # one set of workers trains, then evaluates
+            sets = drive(cmp.train_sets(wanted, tasks, work, settings, device, executor=runner), "train")
+            specs = [t.extra.get("spec") for t in tasks]
 
-        def args_of(family, seed, paths):
-            return None, paths, specs, device, family, seed, board.missing_methods(kept, family, seed, methods), args.limit
+            def args_of(family, seed, paths):
+                return None, paths, specs, device, family, seed, board.missing_methods(kept, family, seed, methods), args.limit
 
-        def saving(events):
-            for event in events:
-                if not isinstance(event, tuple):
-                    yield event
-                    continue
-                runs.extend(event[2])
-                if args.json:
-                    board.save(runs, args.json, meta)  # after every adapter set: an interruption loses one at most
+            def saving(events):
+                for event in events:
+                    if not isinstance(event, tuple):
+                        yield event
+                        continue
+                    runs.extend(event[2])
+                    if args.json:
+                        board.save(runs, args.json, meta)  # after every adapter set: an interruption loses one at most
 
-        drive(saving(cmp.over_sets(sets, board.run_set, args_of, executor, "leaderboard")), "leaderboard")
+            drive(saving(cmp.over_sets(sets, board.run_set, args_of, runner, "leaderboard")), "leaderboard")
     print(meta["command"])
     print("test average over the demo tasks at the λ each run chose on validation; ± is the standard deviation over seeds\n")
     print(format_table(board.summarise(runs)))

@@ -147,8 +147,19 @@ def test_a_search_on_two_workers_scores_each_point_as_the_local_engine_does(ws, 
     assert {w.done > 0 for w in _last_status(events).workers} == {True}
 
 
-def test_a_comparison_trained_on_two_workers_is_the_one_trained_here(tiny_base_dir, tiny_tasks, tmp_path):
+def test_a_comparison_trained_on_two_workers_is_the_one_trained_here(tiny_base_dir, tiny_tasks, tmp_path, monkeypatch):
     import torch
+
+    from osrm_gui.core.execution import ray_executor
+
+    opened = []
+
+    class Counted(ray_executor.RayExecutor):
+        def __init__(self, *args, **kwargs):
+            opened.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ray_executor, "RayExecutor", Counted)
 
     from osrm_gui.core.explore.compare import compare
     from osrm_gui.core.inputs.adapters import load_adapter
@@ -170,7 +181,8 @@ def test_a_comparison_trained_on_two_workers_is_the_one_trained_here(tiny_base_d
             mine, theirs = load_adapter(p), load_adapter(q)
             assert all(torch.equal(mine.layers[n].delta(), theirs.layers[n].delta()) for n in mine.layers)
             assert all(torch.equal(mine.head[k], theirs.head[k]) for k in mine.head)
-    assert sum(w.done for w in _last_status(events).workers) == len(families)  # the evaluations (training had its own workers)
+    # one set of workers trained every adapter and then evaluated every set
+    assert len(opened) == 1 and sum(w.done for w in _last_status(events).workers) == len(families) * (len(tasks) + 1)
 
 
 def test_osrm_sweep_and_search_with_the_ray_executor(capsys, tiny_base_dir, tiny_adapters, tmp_path):

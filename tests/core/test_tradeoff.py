@@ -171,13 +171,16 @@ def test_a_knob_training_lacks_is_one_line(monkeypatch):
         cmp.family_settings("future", SETTINGS, 0, 0, [])
 
 
-def test_study_end_to_end_on_tiny_tasks_and_resumes(tiny_base_dir, tiny_tasks, tmp_path):
+def test_study_end_to_end_on_tiny_tasks_and_resumes(tiny_base_dir, tiny_tasks, tmp_path, monkeypatch):
     tasks = [resolve_task(str(p)) for p in tiny_tasks.values()]
-    saved = []
+    saved, opened = [], []
+    opening = cmp.open_executor
+    monkeypatch.setattr(cmp, "open_executor", lambda *a: opened.append(a) or opening(*a))
     runs = run_to_end(tradeoff.study(["peft-default", "osrm-cov-a0.01"], [0], tasks, tmp_path / "work", SETTINGS, "cpu", 10,
                                      tiny_base_dir, save=lambda r: saved.append((len(r), (tmp_path / "work" / "osrm-cov-a0.01").exists()))))
     assert [(r.family, r.seed) for r in runs] == [("peft-default", 0), ("osrm-cov-a0.01", 0)]
     assert saved == [(1, False), (2, True)]  # the first set is on disk before the second one trains
+    assert len(opened) == 1  # one executor for all sets' training and evaluation (on Ray: workers start once)
     assert all(tradeoff.is_study_run(r) for r in runs)
     trained = json.loads((tmp_path / "work" / "osrm-cov-a0.01" / "seed0" / "colour" / "osrm_adapter.json").read_text())
     assert trained["settings"]["a_lr_multiplier"] == 0.01 and trained["settings"]["init"] == "osrm-cov"

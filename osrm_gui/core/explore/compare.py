@@ -8,6 +8,7 @@ test curve over the grid is kept for plots, never for choosing."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Generator
@@ -15,7 +16,7 @@ from typing import Generator
 import numpy as np
 
 from osrm_gui.core.errors import OsrmError
-from osrm_gui.core.execution import ExecutorSettings, Finished, LocalExecutor, WorkerStatus, open_executor, run_all
+from osrm_gui.core.execution import Executor, ExecutorSettings, Finished, LocalExecutor, WorkerStatus, open_executor, run_all
 from osrm_gui.core.analysis.pairwise import mean_off_diagonal
 from osrm_gui.core.analysis.interference import interference_matrix
 from osrm_gui.core.merge.spec import MergeSpec
@@ -120,13 +121,20 @@ def train_one(_ws, base_path, task: Task, folder: Path, settings: TrainSettings,
     return str(folder)
 
 
+def using(executor: Executor | ExecutorSettings | None):
+    """A context giving the executor to run on: an open :class:`Executor` as it is (whoever opened
+    it closes it, so a study of many batches starts its Ray workers once), else one opened from
+    the settings for the duration and closed after."""
+    return nullcontext(executor) if isinstance(executor, Executor) else open_executor(executor, None)
+
+
 def train_sets(
     sets_wanted: list[tuple[str, int]], tasks: list[Task], work: Path, base_settings: TrainSettings, device: str | None = None,
-    base_path: str | Path | None = None, executor: ExecutorSettings | None = None,
+    base_path: str | Path | None = None, executor: Executor | ExecutorSettings | None = None,
 ) -> Generator[Progress | WorkerStatus, None, dict[tuple[str, int], list[Path]]]:
     """One adapter per (family, seed) set and task, under ``work/FAMILY/seedSEED/TASK``; an adapter
     already trained there with the same settings is reused, the others are trained by the
-    executor (side by side on Ray). (family, seed) -> the adapters' folders, in task order."""
+    executor (side by side on Ray; see :func:`using`). (family, seed) -> the adapters' folders, in task order."""
     specs = [t.extra.get("spec") or t.name for t in tasks]
     sets, jobs, labels = {}, [], []
     for family, seed in sets_wanted:
@@ -138,7 +146,7 @@ def train_sets(
             if not _reusable(folder, settings, task, FAMILIES[family][0]):
                 jobs.append((base_path, task, folder, settings, device))
                 labels.append(f"{family} seed {seed} {task.name}")
-    with open_executor(executor, None) as runner:
+    with using(executor) as runner:
         done = 0
         for event in run_all(runner, train_one, jobs, labels, ahead=1):
             if isinstance(event, Finished):
@@ -183,12 +191,12 @@ def evaluate_set(_ws, base_path, paths: list[Path], task_specs: list[str], devic
     return (yield from evaluate_family(ws, family, seed, limit))
 
 
-def over_sets(sets: dict[tuple[str, int], list[Path]], fn, args_of, executor: ExecutorSettings | None, what: str):
-    """``fn(ws, *args_of(family, seed, paths))`` per adapter set, on the executor: yields
-    (family, seed, value) as each set is done, the executor's events in between."""
+def over_sets(sets: dict[tuple[str, int], list[Path]], fn, args_of, executor: Executor | ExecutorSettings | None, what: str):
+    """``fn(ws, *args_of(family, seed, paths))`` per adapter set, on the executor (see :func:`using`):
+    yields (family, seed, value) as each set is done, the executor's events in between."""
     keys = list(sets)
     labels = [f"{what} {family} seed {seed}" for family, seed in keys]
-    with open_executor(executor, None) as runner:
+    with using(executor) as runner:
         for event in run_all(runner, fn, [args_of(*k, sets[k]) for k in keys], labels, ahead=1):
             yield (*keys[event.index], event.value) if isinstance(event, Finished) else event
 
@@ -198,15 +206,16 @@ def compare(
     device: str | None = None, limit: int | None = None, base_path: str | Path | None = None, executor: ExecutorSettings | None = None,
 ) -> Generator[Progress | WorkerStatus, None, list[FamilyRun]]:
     wanted = [(family, seed) for family in families for seed in seeds]
-    sets = yield from train_sets(wanted, tasks, work, base_settings, device, base_path, executor)
     specs = [t.extra.get("spec") for t in tasks]
     runs = {}
     args_of = lambda family, seed, paths: (base_path, paths, specs, device, family, seed, limit)  # noqa: E731
-    for event in over_sets(sets, evaluate_set, args_of, executor, "evaluate"):
-        if isinstance(event, tuple):
-            runs[event[:2]] = event[2]
-        else:
-            yield event
+    with using(executor) as runner:  # training and evaluation on the same workers
+        sets = yield from train_sets(wanted, tasks, work, base_settings, device, base_path, runner)
+        for event in over_sets(sets, evaluate_set, args_of, runner, "evaluate"):
+            if isinstance(event, tuple):
+                runs[event[:2]] = event[2]
+            else:
+                yield event
     return [runs[k] for k in sets]
 
 

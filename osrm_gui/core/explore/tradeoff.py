@@ -28,7 +28,7 @@ from osrm_gui.core.analysis.interference import interference_matrix
 from osrm_gui.core.analysis.pairwise import mean_off_diagonal
 from osrm_gui.core.errors import OsrmError
 from osrm_gui.core.execution import ExecutorSettings, WorkerStatus
-from osrm_gui.core.explore.compare import FamilyRun, best_on_validation, family_settings, over_sets, train_sets
+from osrm_gui.core.explore.compare import FamilyRun, best_on_validation, family_settings, over_sets, train_sets, using
 from osrm_gui.core.inputs.tasks import Task
 from osrm_gui.core.merge.spec import MergeSpec
 from osrm_gui.core.osrm.training import TrainSettings
@@ -135,15 +135,16 @@ def study(
     # sets on disk (training everything first left nothing to read after hours); one set per Ray
     # worker keeps every worker busy within a batch
     batch = executor.workers if executor is not None and executor.remote else 1
-    for start in range(0, len(wanted), batch):
-        sets = yield from train_sets(wanted[start : start + batch], tasks, work, base_settings, device, base_path, executor)
-        for event in over_sets(sets, evaluate_set, args_of, executor, "tradeoff"):
-            if not isinstance(event, tuple):
-                yield event
-                continue
-            runs.append(event[2])
-            if save is not None:
-                save(runs)
+    with using(executor) as runner:  # Ray's workers start once for the whole study, not twice per batch
+        for start in range(0, len(wanted), batch):
+            sets = yield from train_sets(wanted[start : start + batch], tasks, work, base_settings, device, base_path, runner)
+            for event in over_sets(sets, evaluate_set, args_of, runner, "tradeoff"):
+                if not isinstance(event, tuple):
+                    yield event
+                    continue
+                runs.append(event[2])
+                if save is not None:
+                    save(runs)
     return sorted(runs, key=lambda r: order.get((r.family, r.seed), len(order)))
 
 
