@@ -350,6 +350,38 @@ def test_the_tradeoff_dialog_shows_a_whole_study(qtbot, tmp_path):
     assert all(not dialog.plot.getAxis(name).autoSIPrefix for name in AXES)
 
 
+CROWDED = (("peft-default", 0.847, 0.889), ("osrm-cov", 0.849, 0.919), ("osrm-cov-pen1", 0.848, 0.921),
+           ("osrm-cov-pen10", 0.848, 0.930), ("osrm-cov-pen100", 0.847, 0.950), ("osrm-cov-pen1000", 0.843, 0.944),
+           ("osrm-cov-a0.1", 0.826, 0.939), ("osrm-cov-a0.01", 0.822, 0.941), ("osrm-cov-k16", 0.797, 0.956),
+           ("osrm-cov-k8", 0.78, 0.95), ("osrm-cov-k4", 0.739, 0.943), ("osrm-cov-k2", 0.71, 0.946), ("osrm-cov-k1", 0.69, 0.947))
+
+
+@pytest.mark.parametrize("size", [(1100, 760), (900, 640)])
+def test_the_names_of_near_settings_do_not_run_into_each_other(qtbot, tmp_path, size):
+    from osrm_gui.gui.dialogs.tradeoff_dialog import TradeoffDialog
+    from osrm_gui.gui.plots.tradeoff_figure import LABEL_ANCHORS
+
+    study_file(tmp_path / "tradeoff.json", CROWDED, seeds=1)
+    dialog = shown_plot(qtbot, TradeoffDialog(tmp_path / "tradeoff.json"), *size)
+    labels = items_of(dialog.plot, pg.TextItem)
+    # the knob settings by their knob (the hover tip and the table keep the full name)
+    assert sorted(label.toPlainText() for label in labels) == sorted(f.removeprefix("osrm-cov-") for f, *_ in CROWDED)
+
+    def rects():
+        return [label.mapRectToScene(label.textItem.mapRectToParent(label.textItem.boundingRect())) for label in labels]
+
+    def clashes():
+        boxes = rects()
+        return [(labels[i].toPlainText(), labels[j].toPlainText()) for i in range(len(boxes)) for j in range(i)
+                if boxes[i].intersects(boxes[j])]
+
+    view = dialog.plot.getPlotItem().getViewBox().sceneBoundingRect()
+    assert clashes() == [] and all(view.contains(r) for r in rects())
+    for label in labels:  # every name beside its point, as the first place would put it: the crowd overlaps
+        label.setAnchor(LABEL_ANCHORS[0])
+    assert clashes()
+
+
 def test_the_tradeoff_dialog_shows_a_partial_study_without_a_made_up_verdict(qtbot, tmp_path):
     from osrm_gui.gui.dialogs.tradeoff_dialog import TradeoffDialog
 

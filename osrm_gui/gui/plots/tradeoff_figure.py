@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF
 
 from osrm_gui.gui.plots.plot_style import plain_numbers, plot_axes
 
@@ -29,6 +30,13 @@ FRONT = (40, 150, 70)
 X_LABEL = "single-task accuracy (test, mean over tasks)"
 Y_LABEL = "merged normalised accuracy (TA, λ by validation)"
 LEGEND_TEXT = "bars: ± 1 std over seeds; squares: the references; green: the Pareto front"
+KNOB_PREFIX = "osrm-cov-"  # the study's knobs all train from osrm-cov: on the plot k4 says osrm-cov-k4, in a crowd
+NAMES_TEXT = "k, pen, a: osrm-cov with that subspace budget k, penalty β or A learning-rate multiplier"
+
+
+def point_name(family: str) -> str:
+    """A setting's name on the plot: the study's knob settings without their common osrm-cov- prefix."""
+    return family.removeprefix(KNOB_PREFIX) or family
 
 
 def pareto_plot() -> pg.PlotWidget:
@@ -61,6 +69,7 @@ def draw_pareto(plot: pg.PlotWidget, points: list, front: list[str]) -> None:
     if not points:
         return
     front = set(front)
+    labels = []
     on_front = sorted((p for p in points if p.family in front), key=lambda p: p.single)
     if len(on_front) > 1:
         plot.plot([p.single for p in on_front], [p.merged for p in on_front], pen=pg.mkPen(FRONT, width=2, style=pg.QtCore.Qt.DashLine))
@@ -73,14 +82,62 @@ def draw_pareto(plot: pg.PlotWidget, points: list, front: list[str]) -> None:
         symbol = "s" if p.family in REFERENCE_COLOURS else "o"
         plot.addItem(pg.ScatterPlotItem([p.single], [p.merged], size=11, symbol=symbol, brush=pg.mkBrush(colour), hoverable=True,
                                         tip=_tip(p), pen=pg.mkPen(FRONT, width=2.5) if p.family in front else pg.mkPen(colour)))
-        label = pg.TextItem(p.family, color=colour, anchor=(0, 1))
+        label = pg.TextItem(point_name(p.family), color=colour, anchor=LABEL_ANCHORS[0])
         label.setPos(p.single, p.merged)
         plot.addItem(label)
+        labels.append((label, p))
     xs = [p.single for p in points] + [p.single + s * p.single_std for p in points for s in (-1, 1) if not math.isnan(p.single_std)]
     ys = [p.merged for p in points] + [p.merged + s * p.merged_std for p in points for s in (-1, 1) if not math.isnan(p.merged_std)]
     pad_x, pad_y = max(np.ptp(xs), 0.01) * 0.08, max(np.ptp(ys), 0.01) * 0.08
     plot.setXRange(min(xs) - pad_x, max(xs) + 3 * pad_x, padding=0)  # room on the right for the labels
     plot.setYRange(min(ys) - pad_y, max(ys) + 2 * pad_y, padding=0)
+    # the references and the front get the best places, then left to right
+    labels.sort(key=lambda item: (item[1].family not in REFERENCE_COLOURS, item[1].family not in front, item[1].single))
+    view = plot.getPlotItem().getViewBox()
+    view._pareto_labels = labels
+    if not getattr(view, "_places_labels", False):  # the labels' pixel room changes with the plot's size and range
+        view.sigResized.connect(lambda box: place_labels(box, box._pareto_labels))
+        view.sigRangeChanged.connect(lambda box, *_: place_labels(box, box._pareto_labels))
+        view._places_labels = True
+    place_labels(view, labels)
+
+
+# Where a point's name may go, as TextItem anchors (the fraction of the text box at the point):
+# above right first, then below right, above left, below left, level beside, a line further up or down.
+LABEL_ANCHORS = ((0, 1), (0, 0), (1, 1), (1, 0), (-0.08, 0.5), (1.08, 0.5), (0, 2), (0, -1), (1, 2), (1, -1))
+MARKER_PX = 7  # half a marker's side and a little: a name must not cover another setting's point
+
+
+def _overlap(a: QRectF, b: QRectF) -> float:
+    inter = a.intersected(b)
+    return inter.width() * inter.height() if not inter.isEmpty() else 0.0
+
+
+def place_labels(view: pg.ViewBox, labels: list) -> None:
+    """Give each (TextItem, point) label the first of :data:`LABEL_ANCHORS` where, in pixels, its
+    text covers no name placed before it, no point and nothing outside the view (else the place
+    that covers least): in a crowded corner of the plot the names of near settings no longer
+    run into each other."""
+    bounds = view.sceneBoundingRect()
+    if bounds.width() < 10 or not labels:  # not laid out yet
+        return
+    centres = [view.mapViewToScene(QPointF(p.single, p.merged)) for _, p in labels]
+    markers = [QRectF(c.x() - MARKER_PX, c.y() - MARKER_PX, 2 * MARKER_PX, 2 * MARKER_PX) for c in centres]
+    placed = []
+    for (label, _), centre in zip(labels, centres):
+        size = label.textItem.boundingRect().size()
+        best, best_cost = LABEL_ANCHORS[0], math.inf
+        for anchor in LABEL_ANCHORS:
+            rect = QRectF(centre.x() - anchor[0] * size.width(), centre.y() - anchor[1] * size.height(), size.width(), size.height())
+            cost = sum(_overlap(rect, other) for other in placed) + sum(_overlap(rect, m) for m in markers if not m.contains(centre))
+            cost += rect.width() * rect.height() - _overlap(rect, bounds)
+            if cost < best_cost:
+                best, best_cost = anchor, cost
+            if cost == 0:
+                break
+        label.setAnchor(best)
+        size_rect = QRectF(centre.x() - best[0] * size.width(), centre.y() - best[1] * size.height(), size.width(), size.height())
+        placed.append(size_rect)
 
 
 def main(data: str, out: str) -> int:
@@ -98,7 +155,8 @@ def main(data: str, out: str) -> int:
     points = pareto_points(runs)
     front = non_dominated(points)
     plot = pareto_plot()
-    plot.setTitle(f"{len(points)} setting(s), up to {max(p.seeds for p in points)} seed(s) each; {LEGEND_TEXT}", color="k")
+    names = f"<br>{NAMES_TEXT}" if any(point_name(p.family) != p.family for p in points) else ""
+    plot.setTitle(f"{len(points)} setting(s), up to {max(p.seeds for p in points)} seed(s) each; {LEGEND_TEXT}{names}", color="k")
     draw_pareto(plot, points, front)
     plot.resize(1100, 800)
     plot.show()
