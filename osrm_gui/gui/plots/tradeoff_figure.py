@@ -157,6 +157,9 @@ def main(data: str, out: str) -> int:
     plot = pareto_plot()
     names = f"<br>{NAMES_TEXT}" if any(point_name(p.family) != p.family for p in points) else ""
     plot.setTitle(f"{len(points)} setting(s), up to {max(p.seeds for p in points)} seed(s) each; {LEGEND_TEXT}{names}", color="k")
+    if names:
+        plot.getPlotItem().layout.setRowFixedHeight(0, 44)  # pyqtgraph sizes the title's row for one line
+        plot.getPlotItem().setContentsMargins(0, 8, 0, 0)
     draw_pareto(plot, points, front)
     plot.resize(1100, 800)
     plot.show()
