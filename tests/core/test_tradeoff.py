@@ -127,6 +127,8 @@ def test_pareto_front_and_verdict_on_synthetic_runs():
     rows = tradeoff.summarise(runs)
     assert [r["setting"] for r in rows] == ["peft-default", "osrm-cov", "wins", "close", "worse"]
     assert rows[2]["TA normalised"] == "0.973 ± 0.006" and rows[2]["interference (held-out)"] == "–"
+    merged = [0.90 * 0.97, 0.91 * 0.98, 0.90 * 0.97]  # the merged model's own test average: normalised × alone
+    assert rows[2]["TA merged"] == f"{np.mean(merged):.3f} ± {np.std(merged, ddof=1):.3f}"
 
 
 def test_settings_are_listed_knob_by_knob_whatever_order_they_were_measured_in():

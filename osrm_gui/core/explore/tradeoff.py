@@ -193,6 +193,14 @@ def ta_normalised(run: FamilyRun) -> float:
     return normalised(run, run.task_arithmetic[run.chosen_lambda])
 
 
+def ta_merged(run: FamilyRun) -> float:
+    """Task arithmetic's test average at the λ chosen on validation: the merged model's own accuracy
+    (normalised accuracy flatters a setting that is weak alone)."""
+    if run.chosen_lambda is None:
+        raise OsrmError(f"{run.family} seed {run.seed}: no validation scores to choose λ with")
+    return _average(run.task_arithmetic[run.chosen_lambda])
+
+
 def ties_normalised(run: FamilyRun) -> float | None:
     return normalised(run, run.ties_chosen) if run.ties_chosen else None
 
@@ -232,6 +240,7 @@ def summarise(runs: list[FamilyRun]) -> list[dict]:
         start, end = ([other_energy(r, when) for r in mine] for when in ("start", "end"))
         rows.append({
             "setting": family, "seeds": len(mine), "single": _stat([single_accuracy(r) for r in mine]),
+            "TA merged": _stat([ta_merged(r) for r in mine]),
             "TA normalised": _stat([ta_normalised(r) for r in mine]), "TA λ": ",".join(r.chosen_lambda for r in mine),
             "TIES normalised": _stat([ties_normalised(r) for r in mine]),
             "TIES λ": ",".join(r.ties_lambda or "1" for r in mine),
