@@ -186,19 +186,22 @@ def normalised(run: FamilyRun, scores: dict[str, float]) -> float:
     return float(np.mean([scores[t] / run.single[t] for t in run.single]))
 
 
-def ta_normalised(run: FamilyRun) -> float:
-    """Task arithmetic at the λ chosen on validation, on test, over each task's adapter alone."""
+def _ta_at_chosen(run: FamilyRun) -> dict[str, float]:
+    """Task arithmetic's test scores per task at the λ chosen on validation."""
     if run.chosen_lambda is None:
         raise OsrmError(f"{run.family} seed {run.seed}: no validation scores to choose λ with")
-    return normalised(run, run.task_arithmetic[run.chosen_lambda])
+    return run.task_arithmetic[run.chosen_lambda]
+
+
+def ta_normalised(run: FamilyRun) -> float:
+    """Task arithmetic at the λ chosen on validation, on test, over each task's adapter alone."""
+    return normalised(run, _ta_at_chosen(run))
 
 
 def ta_merged(run: FamilyRun) -> float:
     """Task arithmetic's test average at the λ chosen on validation: the merged model's own accuracy
     (normalised accuracy flatters a setting that is weak alone)."""
-    if run.chosen_lambda is None:
-        raise OsrmError(f"{run.family} seed {run.seed}: no validation scores to choose λ with")
-    return _average(run.task_arithmetic[run.chosen_lambda])
+    return _average(_ta_at_chosen(run))
 
 
 def ties_normalised(run: FamilyRun) -> float | None:

@@ -15,7 +15,7 @@ from osrm_gui.core.explore import tradeoff as study
 from osrm_gui.core.explore.compare import FamilyRun
 from osrm_gui.gui.dialogs.compare_dialog import read_runs
 from osrm_gui.gui.dialogs.result_table import fill_table
-from osrm_gui.gui.plots.tradeoff_figure import FRONT, LEGEND_TEXT, NAMES_TEXT, draw_pareto, pareto_plot, point_name
+from osrm_gui.gui.plots.tradeoff_figure import FRONT, LEGEND_TEXT, draw_pareto, names_note, pareto_plot
 
 MAKE = "osrm demo tradeoff --json {path}"
 
@@ -84,7 +84,7 @@ class TradeoffDialog(QDialog):
         self.plot.setMinimumHeight(260)
         draw_pareto(self.plot, self.points, self.front)
         green = "#{:02x}{:02x}{:02x}".format(*FRONT)
-        names = f"; {NAMES_TEXT}" if any(point_name(p.family) != p.family for p in self.points) else ""
+        names = f"; {names_note(self.points)}" if names_note(self.points) else ""
         legend = QLabel(f"One point per setting, mean over seeds; {LEGEND_TEXT}{names}. Pareto front: "
                         f"<span style='color:{green}'><b>{', '.join(self.front) or '–'}</b></span>.")
         legend.setWordWrap(True)

@@ -39,6 +39,11 @@ def point_name(family: str) -> str:
     return family.removeprefix(KNOB_PREFIX) or family
 
 
+def names_note(points: list) -> str:
+    """:data:`NAMES_TEXT` when some point is named short on the plot, else ""."""
+    return NAMES_TEXT if any(point_name(p.family) != p.family for p in points) else ""
+
+
 def pareto_plot() -> pg.PlotWidget:
     """An empty plot with the Pareto plot's axes (plain numbers, black on white)."""
     plot = pg.PlotWidget(background="w", axisItems=plot_axes())
@@ -126,18 +131,17 @@ def place_labels(view: pg.ViewBox, labels: list) -> None:
     placed = []
     for (label, _), centre in zip(labels, centres):
         size = label.textItem.boundingRect().size()
-        best, best_cost = LABEL_ANCHORS[0], math.inf
+        best, best_rect, best_cost = None, None, math.inf
         for anchor in LABEL_ANCHORS:
             rect = QRectF(centre.x() - anchor[0] * size.width(), centre.y() - anchor[1] * size.height(), size.width(), size.height())
             cost = sum(_overlap(rect, other) for other in placed) + sum(_overlap(rect, m) for m in markers if not m.contains(centre))
             cost += rect.width() * rect.height() - _overlap(rect, bounds)
             if cost < best_cost:
-                best, best_cost = anchor, cost
+                best, best_rect, best_cost = anchor, rect, cost
             if cost == 0:
                 break
         label.setAnchor(best)
-        size_rect = QRectF(centre.x() - best[0] * size.width(), centre.y() - best[1] * size.height(), size.width(), size.height())
-        placed.append(size_rect)
+        placed.append(best_rect)
 
 
 def main(data: str, out: str) -> int:
@@ -155,7 +159,7 @@ def main(data: str, out: str) -> int:
     points = pareto_points(runs)
     front = non_dominated(points)
     plot = pareto_plot()
-    names = f"<br>{NAMES_TEXT}" if any(point_name(p.family) != p.family for p in points) else ""
+    names = f"<br>{names_note(points)}" if names_note(points) else ""
     plot.setTitle(f"{len(points)} setting(s), up to {max(p.seeds for p in points)} seed(s) each; {LEGEND_TEXT}{names}", color="k")
     if names:
         plot.getPlotItem().layout.setRowFixedHeight(0, 44)  # pyqtgraph sizes the title's row for one line
