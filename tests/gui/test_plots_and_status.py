@@ -382,6 +382,21 @@ def test_the_names_of_near_settings_do_not_run_into_each_other(qtbot, tmp_path, 
     assert clashes()
 
 
+@pytest.mark.parametrize("size", [(1024, 700), (800, 600)])
+def test_the_plot_caption_keeps_all_its_lines_below_the_plot(qtbot, tmp_path, size):
+    """In a small window a splitter gave the plot's wrapped caption room for one line: its
+    second line was drawn over the plot's axis title (seen at 1024×700 in a real window)."""
+    from osrm_gui.gui.dialogs.tradeoff_dialog import TradeoffDialog
+
+    study_file(tmp_path / "tradeoff.json", CROWDED, seeds=2)
+    dialog = shown_plot(qtbot, TradeoffDialog(tmp_path / "tradeoff.json"), *size)
+    caption = dialog.plot.parentWidget().caption
+    assert caption.heightForWidth(caption.width()) > caption.fontMetrics().height() * 1.5  # it does wrap here
+    assert caption.height() >= caption.heightForWidth(caption.width())
+    assert caption.geometry().top() > dialog.plot.geometry().bottom()
+    assert dialog.plot.height() >= dialog.plot.minimumHeight()
+
+
 def test_the_tradeoff_dialog_shows_a_partial_study_without_a_made_up_verdict(qtbot, tmp_path):
     from osrm_gui.gui.dialogs.tradeoff_dialog import TradeoffDialog
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QDialog, QLabel, QSplitter, QTableWidget, QVBoxLayout, QWidget
 
 from osrm_gui.core.errors import OsrmError
@@ -44,6 +44,31 @@ def verdict_text(runs: list[FamilyRun]) -> tuple[str, bool]:
         return f"No verdict yet: {who} one seed, so no spread to judge by; run more seeds (--seeds 0,1,2 --resume).", False
     note = f" ({', '.join(thin)}: one seed, not judged)" if thin else ""
     return f"Does any setting beat {' and '.join(study.REFERENCES)} on both axes? {study.verdict(runs)}{note}", True
+
+
+class CaptionedPlot(QWidget):
+    """The plot with its wrapped caption below. Its least height counts the caption's lines at
+    the width it has: a splitter asks only minimumSizeHint, which counts a word-wrapped label as
+    one line, so in a small window the caption's second line was drawn over the plot's axis."""
+
+    def __init__(self, plot: QWidget, caption: QLabel):
+        super().__init__()
+        self.plot, self.caption = plot, caption
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(plot, 1)
+        layout.addWidget(caption)
+
+    def minimumSizeHint(self) -> QSize:
+        width = self.width() if self.width() > 0 else self.sizeHint().width()
+        lines = self.caption.heightForWidth(width)
+        return QSize(super().minimumSizeHint().width(),
+                     self.plot.minimumHeight() + self.layout().spacing() + max(lines, self.caption.minimumSizeHint().height()))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if event.oldSize().width() != event.size().width():
+            self.updateGeometry()  # the caption's line count, and with it the least height, may have changed
 
 
 class TradeoffDialog(QDialog):
@@ -100,11 +125,7 @@ class TradeoffDialog(QDialog):
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
-        plot_side = QWidget()
-        plot_layout = QVBoxLayout(plot_side)
-        plot_layout.setContentsMargins(0, 0, 0, 0)
-        plot_layout.addWidget(self.plot, 1)
-        plot_layout.addWidget(legend)
+        plot_side = CaptionedPlot(self.plot, legend)
         split = QSplitter(Qt.Vertical)
         split.addWidget(self.table)
         split.addWidget(plot_side)
