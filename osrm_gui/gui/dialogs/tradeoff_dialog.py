@@ -109,7 +109,8 @@ class TradeoffDialog(QDialog):
         self.plot.setMinimumHeight(260)
         draw_pareto(self.plot, self.points, self.front)
         green = "#{:02x}{:02x}{:02x}".format(*FRONT)
-        names = f"; {names_note(self.points)}" if names_note(self.points) else ""
+        note = names_note(self.points)
+        names = f"; {note}" if note else ""
         legend = QLabel(f"One point per setting, mean over seeds; {LEGEND_TEXT}{names}. Pareto front: "
                         f"<span style='color:{green}'><b>{', '.join(self.front) or '–'}</b></span>.")
         legend.setWordWrap(True)

@@ -159,7 +159,8 @@ def main(data: str, out: str) -> int:
     points = pareto_points(runs)
     front = non_dominated(points)
     plot = pareto_plot()
-    names = f"<br>{names_note(points)}" if names_note(points) else ""
+    note = names_note(points)
+    names = f"<br>{note}" if note else ""
     plot.setTitle(f"{len(points)} setting(s), up to {max(p.seeds for p in points)} seed(s) each; {LEGEND_TEXT}{names}", color="k")
     if names:
         plot.getPlotItem().layout.setRowFixedHeight(0, 44)  # pyqtgraph sizes the title's row for one line
